@@ -1,0 +1,199 @@
+// The convgen command-line tool: run a layer on files, explain its schedule, compare outputs,
+// and check a suite against the reference.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "codegen/jit.h"
+#include "dsl/layer_spec.h"
+#include "runtime/errors.h"
+#include "runtime/npy.h"
+#include "runtime/reference.h"
+#include "runtime/safetensors.h"
+#include "runtime/weights.h"
+
+using namespace convgen;
+
+namespace {
+
+// The seed model's two layers: the built-in default of `convgen check`.
+const char *kBuiltinSuite =
+    "conv   name=seed_conv   c1=64 c2=64  h=56 w=56 k=3 s=1 act=relu\n"
+    "dwconv name=seed_dwconv c1=96 c2=192 h=40 w=40 k=3 s=1 act=relu bn=0 dw_bn=0 dw_act=identity\n";
+
+bool verbose() {
+    const char *v = std::getenv("CONVGEN_VERBOSE");
+    return v && std::string(v) != "0" && std::string(v) != "";
+}
+
+std::string one_line(std::string s) {
+    for (char &c : s)
+        if (c == '\n' || c == '\r') c = ' ';
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    return s;
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+CompileOptions compile_options(const std::string &target) {
+    CompileOptions o;
+    o.target = target;
+    return o;
+}
+
+int cmd_run(const std::string &layer, const std::string &weights_path, const std::string &prefix, const std::string &input_path,
+            const std::string &output_path, int threads, const std::string &target) {
+    const LayerSpec spec = parse_layer_spec(layer);
+    const SafeTensorsFile file = SafeTensorsFile::read(weights_path);
+    const FoldedWeights weights = fold_batchnorm(spec, load_raw_weights(spec, file, prefix));
+    const Tensor input = read_npy(input_path);
+    if (input.shape != spec.input_shape()) {
+        throw Error(input_path + ": shape " + shape_to_string(input.shape) + " does not match the layer's input " +
+                    shape_to_string(spec.input_shape()) + " (layout=" + layout_name(spec.layout) + ")");
+    }
+    if (threads > 0) set_num_threads(threads);
+    const CompiledKernel compiled = jit_compile(spec, compile_options(target));
+    if (verbose()) {
+        const KernelInfo &info = compiled.kernel->info();
+        std::fprintf(stderr, "convgen: %s kernel for '%s' target=%s schedule='%s' compile=%.3fs\n", info.origin.c_str(),
+                     spec.to_string().c_str(), info.target.c_str(), info.schedule.c_str(), compiled.compile_seconds);
+    }
+    const Tensor output = compiled.kernel->run(input, weights);
+    write_npy(output_path, output);
+    return 0;
+}
+
+int cmd_compare(const std::string &expected_path, const std::string &actual_path) {
+    const Tensor expected = read_npy(expected_path);
+    const Tensor actual = read_npy(actual_path);
+    if (expected.shape != actual.shape) {
+        throw Error("shapes differ: " + expected_path + " is " + shape_to_string(expected.shape) + ", " + actual_path + " is " +
+                    shape_to_string(actual.shape));
+    }
+    double err = 0, limit = 0;
+    const bool ok = within_tolerance(expected, actual, &err, &limit);
+    std::printf("%s max_abs_err=%.3g limit=%.3g\n", ok ? "match" : "MISMATCH", err, limit);
+    return ok ? 0 : 1;
+}
+
+int cmd_check(const std::string &suite_path, const std::vector<std::string> &layers, int threads, const std::string &target,
+              int repeats) {
+    std::vector<LayerSpec> specs;
+    for (const auto &l : layers) specs.push_back(parse_layer_spec(l));
+    if (!suite_path.empty()) {
+        auto more = parse_suite_file(suite_path);
+        specs.insert(specs.end(), more.begin(), more.end());
+    }
+    if (specs.empty()) specs = parse_suite_text(kBuiltinSuite, "<built-in seed suite>");
+    if (threads > 0) set_num_threads(threads);
+
+    std::printf("convgen check: %zu layers, target %s, %s threads\n", specs.size(), canonical_target(target).c_str(),
+                threads > 0 ? std::to_string(threads).c_str() : "default");
+    std::printf("%-16s %9s %11s %9s %10s  %s\n", "layer", "compile_s", "median_ms", "GFLOP/s", "max_err", "result");
+    int failures = 0;
+    unsigned seed = 1;
+    for (const LayerSpec &spec : specs) {
+        const RawWeights raw = random_raw_weights(spec, seed);
+        const FoldedWeights folded = fold_batchnorm(spec, raw);
+        const Tensor input = random_input(spec, seed + 1000);
+        seed++;
+        const CompiledKernel compiled = jit_compile(spec, compile_options(target));
+        Tensor out(spec.output_shape());
+        compiled.kernel->run(input, folded, out);  // warm-up
+        std::vector<double> times;
+        for (int i = 0; i < repeats; ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
+            compiled.kernel->run(input, folded, out);
+            times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        const Tensor expected = reference_forward(spec, raw, input);
+        double err = 0;
+        const bool ok = within_tolerance(expected, out, &err);
+        failures += ok ? 0 : 1;
+        const double t = median(times);
+        std::printf("%-16s %9.3f %11.3f %9.1f %10.2e  %s\n", spec.name.empty() ? kind_name(spec.kind) : spec.name.c_str(),
+                    compiled.compile_seconds, t * 1e3, spec.flops() / t * 1e-9, err, ok ? "ok" : "MISMATCH");
+        std::fflush(stdout);
+    }
+    std::printf("%zu layers checked against the reference: %d mismatches\n", specs.size(), failures);
+    return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    CLI::App app{"convgen: fused convolution layers compiled with Halide, checked against PyTorch semantics.\n"
+                 "Specs use the text format of bench/layers.txt, e.g. \"conv c1=64 c2=64 h=56 w=56 k=3 g=1 act=relu\"."};
+    app.require_subcommand(1);
+
+    std::string layer, weights, prefix, input, output, target, suite, expected, actual;
+    std::vector<std::string> layers;
+    int threads = 0, repeats = 10;
+
+    CLI::App *run = app.add_subcommand("run", "Run one layer on .npy input with .safetensors weights and write .npy output");
+    run->add_option("--layer", layer, "Layer spec text")->required();
+    run->add_option("--weights", weights, "PyTorch state_dict as .safetensors (F32, F16 or BF16)")->required();
+    run->add_option("--prefix", prefix, "Prefix of the layer's tensor names in the state_dict, e.g. 'model.3.'");
+    run->add_option("--input", input, "Input tensor, float32 .npy in the spec's layout")->required();
+    run->add_option("--output", output, "Where to write the output .npy")->required();
+    run->add_option("--threads", threads, "Threads of the Halide pool (default: one per core)")->check(CLI::Range(0, 1024));
+    run->add_option("--target", target, "Halide target string (default: host)");
+
+    CLI::App *exp = app.add_subcommand("explain", "Print the normalised spec, target, schedule and Halide loop nest");
+    exp->add_option("--layer", layer, "Layer spec text")->required();
+    exp->add_option("--target", target, "Halide target string (default: host)");
+
+    CLI::App *cmp = app.add_subcommand("compare", "Compare two .npy files with convgen's tolerance (1e-4 * max(1, max|expected|))");
+    cmp->add_option("expected", expected, "Expected .npy")->required();
+    cmp->add_option("actual", actual, "Actual .npy")->required();
+
+    CLI::App *chk = app.add_subcommand("check", "JIT-compile layers, check them against the C++ reference, print time and GFLOP/s");
+    chk->add_option("--suite", suite, "Suite file (one spec per line); default: the seed's two layers");
+    chk->add_option("--layer", layers, "A layer spec (repeatable)");
+    chk->add_option("--threads", threads, "Threads of the Halide pool (default: one per core)")->check(CLI::Range(0, 1024));
+    chk->add_option("--target", target, "Halide target string (default: host)");
+    chk->add_option("--repeats", repeats, "Timed runs per layer (median reported)")->check(CLI::Range(1, 100000));
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp &) {
+        std::cout << app.help();
+        return 0;
+    } catch (const CLI::CallForAllHelp &) {
+        std::cout << app.help("", CLI::AppFormatMode::All);
+        return 0;
+    } catch (const CLI::ParseError &e) {
+        std::cerr << "convgen: error: " << one_line(e.what()) << " (see convgen --help)\n";
+        return 2;
+    }
+
+    try {
+        if (run->parsed()) return cmd_run(layer, weights, prefix, input, output, threads, target);
+        if (exp->parsed()) {
+            CompileOptions o = compile_options(target);
+            std::cout << explain(parse_layer_spec(layer), o);
+            return 0;
+        }
+        if (cmp->parsed()) return cmd_compare(expected, actual);
+        if (chk->parsed()) return cmd_check(suite, layers, threads, target, repeats);
+    } catch (const Error &e) {
+        std::cerr << "convgen: error: " << one_line(e.what()) << "\n";
+        return 2;
+    } catch (const std::bad_alloc &) {
+        std::cerr << "convgen: error: out of memory\n";
+        return 2;
+    } catch (const std::exception &e) {
+        std::cerr << "convgen: error: " << one_line(e.what()) << "\n";
+        return 2;
+    }
+    return 2;
+}

@@ -1,0 +1,138 @@
+#include "dsl/algorithms.h"
+
+#include <cmath>
+
+namespace convgen {
+
+using namespace Halide;
+
+namespace {
+
+// erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7, below float32 resolution near 1):
+// Halide 14 has no erf intrinsic.
+Expr erf_expr(Expr v) {
+    Expr a = abs(v);
+    Expr t = 1.0f / (1.0f + 0.3275911f * a);
+    Expr poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    Expr e = 1.0f - poly * exp(-a * a);
+    return select(v < 0.0f, -e, e);
+}
+
+// Every tensor is dense and its sizes are compile-time constants: telling Halide so lets it
+// drop bounds checks and use aligned, unit-stride vector loads.
+void constrain_dense(OutputImageParam p, const std::vector<int> &extents) {
+    int stride = 1;
+    for (size_t d = 0; d < extents.size(); ++d) {
+        p.dim(d).set_bounds(0, extents[d]).set_stride(stride);
+        stride *= extents[d];
+    }
+}
+
+}  // namespace
+
+Expr activation_expr(Activation act, Expr v, float alpha) {
+    switch (act) {
+    case Activation::Identity: return v;
+    case Activation::Relu: return max(v, 0.0f);
+    case Activation::Relu6: return clamp(v, 0.0f, 6.0f);
+    case Activation::Leaky: return select(v > 0.0f, v, v * alpha);
+    case Activation::Silu: return v / (1.0f + exp(-v));
+    case Activation::Gelu: return 0.5f * v * (1.0f + erf_expr(v * float(M_SQRT1_2)));
+    case Activation::GeluTanh: {
+        const float c = std::sqrt(2.0f / float(M_PI));
+        return 0.5f * v * (1.0f + tanh(c * (v + 0.044715f * v * v * v)));
+    }
+    case Activation::Hardswish: return v * clamp(v + 3.0f, 0.0f, 6.0f) / 6.0f;
+    case Activation::Sigmoid: return 1.0f / (1.0f + exp(-v));
+    case Activation::Tanh: return tanh(v);
+    }
+    return v;
+}
+
+std::vector<Var> LayerAlgorithm::storage_vars() const {
+    if (spec.layout == Layout::NCHW) return {x, y, c, n};
+    return {c, x, y, n};
+}
+
+Expr LayerAlgorithm::at(const Func &f, Expr c_, Expr x_, Expr y_, Expr n_) const {
+    if (spec.layout == Layout::NCHW) return Func(f)(x_, y_, c_, n_);
+    return Func(f)(c_, x_, y_, n_);
+}
+
+FuncRef LayerAlgorithm::def(Func &f) const {
+    std::vector<Var> v = storage_vars();
+    return f(v);
+}
+
+std::vector<Argument> LayerAlgorithm::arguments() const {
+    if (spec.kind == LayerKind::Conv) return {input, weight, bias};
+    return {input, weight, bias, pw_weight, pw_bias};
+}
+
+LayerAlgorithm define_algorithm(const LayerSpec &spec) {
+    LayerAlgorithm a;
+    a.spec = spec;
+    const int oh = spec.out_h(), ow = spec.out_w();
+    const bool nchw = spec.layout == Layout::NCHW;
+    Var c = a.c, x = a.x, y = a.y, n = a.n;
+
+    a.input = ImageParam(Float(32), 4, "input");
+    if (nchw) {
+        constrain_dense(a.input, {spec.w, spec.h, spec.c1, spec.n});
+    } else {
+        constrain_dense(a.input, {spec.c1, spec.w, spec.h, spec.n});
+    }
+    auto input_at = [&](Expr c_, Expr x_, Expr y_, Expr n_) {
+        return nchw ? a.input(x_, y_, c_, n_) : a.input(c_, x_, y_, n_);
+    };
+
+    // Zero padding: PyTorch pads with zeros outside the image; indices are clamped so that the
+    // load itself stays in bounds and the select picks the zero.
+    Expr inside = x >= 0 && x < spec.w && y >= 0 && y < spec.h;
+    a.def(a.padded) = select(inside, input_at(c, clamp(x, 0, spec.w - 1), clamp(y, 0, spec.h - 1), n), 0.0f);
+
+    if (spec.kind == LayerKind::Conv) {
+        const int cig = spec.c1 / spec.g, cog = spec.c2 / spec.g;
+        a.weight = ImageParam(Float(32), 4, "weight");
+        constrain_dense(a.weight, {spec.k, spec.k, cig, spec.c2});
+        a.bias = ImageParam(Float(32), 1, "bias");
+        constrain_dense(a.bias, {spec.c2});
+
+        a.r = RDom(0, spec.k, 0, spec.k, 0, cig, "r");
+        Expr in_c = (c / cog) * cig + a.r.z;
+        a.def(a.conv) = a.bias(c);
+        a.def(a.conv) += a.weight(a.r.x, a.r.y, a.r.z, c) *
+                         a.at(a.padded, in_c, x * spec.s + a.r.x - spec.p, y * spec.s + a.r.y - spec.p, n);
+        a.def(a.output) = activation_expr(spec.act, a.at(a.conv, c, x, y, n), spec.alpha);
+    } else {
+        a.weight = ImageParam(Float(32), 3, "dw_weight");
+        constrain_dense(a.weight, {spec.k, spec.k, spec.c1});
+        a.bias = ImageParam(Float(32), 1, "dw_bias");
+        constrain_dense(a.bias, {spec.c1});
+        a.pw_weight = ImageParam(Float(32), 2, "pw_weight");
+        constrain_dense(a.pw_weight, {spec.c1, spec.c2});
+        a.pw_bias = ImageParam(Float(32), 1, "pw_bias");
+        constrain_dense(a.pw_bias, {spec.c2});
+
+        a.r = RDom(0, spec.k, 0, spec.k, "r");
+        a.def(a.dw_acc) = a.bias(c);
+        a.def(a.dw_acc) += a.weight(a.r.x, a.r.y, c) *
+                           a.at(a.padded, c, x * spec.s + a.r.x - spec.p, y * spec.s + a.r.y - spec.p, n);
+        a.def(a.depthwise) = activation_expr(spec.dw_act, a.at(a.dw_acc, c, x, y, n), spec.alpha);
+
+        a.r_pw = RDom(0, spec.c1, "r_pw");
+        a.def(a.pointwise) = a.pw_bias(c);
+        a.def(a.pointwise) += a.pw_weight(a.r_pw.x, c) * a.at(a.depthwise, a.r_pw.x, x, y, n);
+        a.def(a.output) = activation_expr(spec.act, a.at(a.pointwise, c, x, y, n), spec.alpha);
+    }
+
+    // The output is dense with constant sizes too; constraining it lets Halide skip stride checks.
+    if (nchw) {
+        constrain_dense(a.output.output_buffer(), {ow, oh, spec.c2, spec.n});
+    } else {
+        constrain_dense(a.output.output_buffer(), {spec.c2, ow, oh, spec.n});
+    }
+    return a;
+}
+
+}  // namespace convgen

@@ -1,0 +1,47 @@
+// The Halide algorithms: *what* each layer computes, with no scheduling (schedules/ says how).
+// Funcs are indexed in logical order (c, x, y, n) through `at`/`def`, which map to the
+// storage order of the spec's layout: NCHW stores x innermost, NHWC stores c innermost.
+#pragma once
+
+#include <Halide.h>
+
+#include "dsl/layer_spec.h"
+
+namespace convgen {
+
+// Argument order of every compiled kernel (JIT and AOT alike):
+//   conv:   input, weight, bias, output
+//   dwconv: input, dw_weight, dw_bias, pw_weight, pw_bias, output
+// Weights are BN-folded, in PyTorch's order: conv weight [c2][c1/g][k][k] (Halide dims kx, ky, ci, co),
+// depthwise weight [c1][k][k] (kx, ky, c), pointwise weight [c2][c1] (ci, co), biases [c].
+struct LayerAlgorithm {
+    LayerSpec spec;
+    Halide::Var c{"c"}, x{"x"}, y{"y"}, n{"n"};
+
+    Halide::ImageParam input, weight, bias;        // weight/bias: the conv, or the depthwise stage of dwconv
+    Halide::ImageParam pw_weight, pw_bias;         // dwconv only
+    Halide::Func padded{"padded"};                 // input with zero padding outside [0,h) x [0,w)
+    Halide::Func conv{"conv"};                     // conv: bias + sum (pure + one update)
+    Halide::Func depthwise{"depthwise"};           // dwconv: activated depthwise output (pure + update via dw_acc)
+    Halide::Func dw_acc{"dw_acc"};                 // dwconv: depthwise accumulator
+    Halide::Func pointwise{"pointwise"};           // dwconv: pointwise accumulator
+    Halide::Func output{"output"};                 // activation of the last accumulator
+    Halide::RDom r;                                // conv: (kx, ky, ci); dwconv depthwise: (kx, ky)
+    Halide::RDom r_pw;                             // dwconv pointwise: (ci)
+
+    // The pure variables of a Func in storage order, innermost first.
+    std::vector<Halide::Var> storage_vars() const;
+    // Call or define a Func at logical coordinates (c, x, y, n).
+    Halide::Expr at(const Halide::Func &f, Halide::Expr c_, Halide::Expr x_, Halide::Expr y_, Halide::Expr n_) const;
+    Halide::FuncRef def(Halide::Func &f) const;
+
+    std::vector<Halide::Argument> arguments() const;
+    Halide::Pipeline pipeline() const { return Halide::Pipeline(output); }
+};
+
+LayerAlgorithm define_algorithm(const LayerSpec &spec);
+
+// The activation in Halide, matching PyTorch's float32 definitions.
+Halide::Expr activation_expr(Activation act, Halide::Expr v, float alpha);
+
+}  // namespace convgen

@@ -1,0 +1,48 @@
+// Layer weights: as PyTorch stores them (RawWeights, BN unfolded) and as kernels consume
+// them (FoldedWeights, BN folded into the weights and a per-channel bias).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "dsl/layer_spec.h"
+#include "runtime/safetensors.h"
+
+namespace convgen {
+
+struct BatchNormParams {
+    std::vector<float> weight, bias, running_mean, running_var;  // each [channels]
+};
+
+// Unfolded weights with PyTorch's shapes, flattened in C order.
+struct RawWeights {
+    // conv: conv.weight [c2][c1/g][k][k]; dwconv: depthwise.weight [c1][1][k][k]
+    std::vector<float> conv_weight;
+    // dwconv only: pointwise.weight [c2][c1][1][1]
+    std::vector<float> pointwise_weight;
+    BatchNormParams bn;     // conv: bn (c2); dwconv: bn after the pointwise conv (c2); empty if spec.bn == 0
+    BatchNormParams dw_bn;  // dwconv only: dw_bn (c1); empty if spec.dw_bn == 0
+};
+
+// What the kernels take: BN folded (scale = gamma / sqrt(var + eps), w' = w * scale,
+// bias = beta - mean * scale); bias is all zeros when the layer has no BN.
+struct FoldedWeights {
+    std::vector<float> weight;     // conv: [c2][c1/g][k][k]; dwconv: depthwise [c1][k][k]
+    std::vector<float> bias;       // conv: [c2]; dwconv: depthwise bias [c1]
+    std::vector<float> pw_weight;  // dwconv only: [c2][c1]
+    std::vector<float> pw_bias;    // dwconv only: [c2]
+};
+
+// Reads the tensors a spec needs from a state_dict (names as in DESIGN.md, each preceded by
+// `prefix`, e.g. "model.3." ), checks every shape against the spec, converts F16/BF16 to F32.
+RawWeights load_raw_weights(const LayerSpec &spec, const SafeTensorsFile &file, const std::string &prefix);
+
+// Checks that raw weights have the sizes the spec needs; throws convgen::Error otherwise.
+void check_raw_weights(const LayerSpec &spec, const RawWeights &raw);
+
+FoldedWeights fold_batchnorm(const LayerSpec &spec, const RawWeights &raw);
+
+// Deterministic random weights (uniform, BN with positive variance), for tests and benchmarks.
+RawWeights random_raw_weights(const LayerSpec &spec, unsigned seed);
+
+}  // namespace convgen

@@ -1,0 +1,151 @@
+#include "schedules/default_schedules.h"
+
+#include <algorithm>
+
+namespace convgen {
+
+using namespace Halide;
+
+IsaFamily isa_family_of(const Target &target) {
+    if (target.arch == Target::ARM && target.bits == 64) return IsaFamily::NEON;
+    if (target.arch == Target::X86) {
+        if (target.has_feature(Target::AVX512_Skylake) || target.has_feature(Target::AVX512)) return IsaFamily::AVX512;
+        if (target.has_feature(Target::AVX2)) return IsaFamily::AVX2;
+    }
+    return IsaFamily::Generic;
+}
+
+namespace {
+
+// A tile along a vectorised dimension: whole vectors (at most `max_vectors`, never more than
+// the extent holds), or the whole extent when it is shorter than one vector.
+struct VectorTile {
+    int size;   // elements in the tile
+    int lanes;  // vector width used inside it
+};
+
+VectorTile vector_tile(int extent, int vector_width, int max_vectors) {
+    if (extent < vector_width) return {extent, extent};
+    return {vector_width * std::max(1, std::min(max_vectors, extent / vector_width)), vector_width};
+}
+
+// Vectorises the innermost `lanes` of `v` and unrolls the rest of the tile, so that each
+// accumulator of the register tile is its own vector register.
+template <typename StageOrFunc>
+void vectorize_tile(StageOrFunc &s, const VarOrRVar &v, int lanes, TailStrategy tail) {
+    if (lanes <= 1) return;
+    Var vo(v.name() + "_vo"), vi(v.name() + "_vi");
+    s.split(v, vo, vi, lanes, tail).vectorize(vi).unroll(vo);
+}
+
+// Register-tiled direct convolution: each output tile (vectorised dim x `rows` of the other
+// tiled dim) is accumulated in registers over the whole reduction, then activated and stored.
+void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
+    const LayerSpec &s = a.spec;
+    Var xo("xo"), xi("xi"), co("co"), ci("ci"), t("t"), u("u");
+    RVar rx = a.r.x, ry = a.r.y, rc = a.r.z;
+    if (s.layout == Layout::NCHW) {
+        // Vectorise along output x; a few output channels share each input vector load.
+        const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
+        const int tc = std::min(p.tile_rows, s.c2);
+        a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
+            .split(a.c, co, ci, tc, TailStrategy::ShiftInwards)
+            .reorder(xi, ci, xo, a.y, co, a.n)
+            .fuse(a.y, co, t)
+            .fuse(t, a.n, u)
+            .parallel(u)
+            .unroll(ci);
+        vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
+        a.conv.compute_at(a.output, xo).unroll(a.c);
+        vectorize_tile(a.conv, a.x, tx.lanes, TailStrategy::GuardWithIf);
+        Stage upd = a.conv.update();
+        upd.reorder(a.x, a.c, rx, ry, rc, a.y, a.n).unroll(a.c);
+        vectorize_tile(upd, a.x, tx.lanes, TailStrategy::GuardWithIf);
+    } else {
+        // NHWC: vectorise along output channels; a few output pixels share each weight vector.
+        const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
+        const int tx = std::min(p.tile_rows, s.out_w());
+        a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
+            .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
+            .reorder(ci, xi, co, xo, a.y, a.n)
+            .fuse(a.y, a.n, u)
+            .parallel(u)
+            .unroll(xi);
+        vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
+        a.conv.compute_at(a.output, co).unroll(a.x);
+        vectorize_tile(a.conv, a.c, tc.lanes, TailStrategy::GuardWithIf);
+        Stage upd = a.conv.update();
+        upd.reorder(a.c, a.x, rx, ry, rc, a.y, a.n).unroll(a.x);
+        vectorize_tile(upd, a.c, tc.lanes, TailStrategy::GuardWithIf);
+    }
+}
+
+// Fused depthwise -> pointwise: one output row's depthwise result (all c1 channels) is computed
+// inside the parallel row loop and consumed there by the pointwise tiles, so it never leaves
+// cache and is never written out whole.
+void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
+    const LayerSpec &s = a.spec;
+    Var xo("xo"), xi("xi"), co("co"), ci("ci"), u("u");
+    RVar rx = a.r.x, ry = a.r.y, rp = a.r_pw.x;
+    if (s.layout == Layout::NCHW) {
+        const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
+        const VectorTile row = vector_tile(s.out_w(), p.vector_width, 1);
+        const int tc = std::min(p.tile_rows, s.c2);
+        a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
+            .split(a.c, co, ci, tc, TailStrategy::ShiftInwards)
+            .reorder(xi, ci, xo, co, a.y, a.n)
+            .fuse(a.y, a.n, u)
+            .parallel(u)
+            .unroll(ci);
+        vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
+        a.pointwise.compute_at(a.output, xo).unroll(a.c);
+        vectorize_tile(a.pointwise, a.x, tx.lanes, TailStrategy::GuardWithIf);
+        Stage pw = a.pointwise.update();
+        pw.reorder(a.x, a.c, rp, a.y, a.n).unroll(a.c);
+        vectorize_tile(pw, a.x, tx.lanes, TailStrategy::GuardWithIf);
+
+        a.depthwise.compute_at(a.output, u);
+        vectorize_tile(a.depthwise, a.x, row.lanes, TailStrategy::GuardWithIf);
+        a.dw_acc.compute_at(a.depthwise, a.c);
+        vectorize_tile(a.dw_acc, a.x, row.lanes, TailStrategy::GuardWithIf);
+        Stage dw = a.dw_acc.update();
+        dw.reorder(a.x, rx, ry, a.c, a.y, a.n);
+        vectorize_tile(dw, a.x, row.lanes, TailStrategy::GuardWithIf);
+    } else {
+        const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
+        const VectorTile dwc = vector_tile(s.c1, p.vector_width, 1);
+        const int tx = std::min(p.tile_rows, s.out_w());
+        a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
+            .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
+            .reorder(ci, xi, co, xo, a.y, a.n)
+            .fuse(a.y, a.n, u)
+            .parallel(u)
+            .unroll(xi);
+        vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
+        a.pointwise.compute_at(a.output, co).unroll(a.x);
+        vectorize_tile(a.pointwise, a.c, tc.lanes, TailStrategy::GuardWithIf);
+        Stage pw = a.pointwise.update();
+        pw.reorder(a.c, a.x, rp, a.y, a.n).unroll(a.x);
+        vectorize_tile(pw, a.c, tc.lanes, TailStrategy::GuardWithIf);
+
+        a.depthwise.compute_at(a.output, u);
+        vectorize_tile(a.depthwise, a.c, dwc.lanes, TailStrategy::GuardWithIf);
+        a.dw_acc.compute_at(a.depthwise, a.x);
+        vectorize_tile(a.dw_acc, a.c, dwc.lanes, TailStrategy::GuardWithIf);
+        Stage dw = a.dw_acc.update();
+        dw.reorder(a.c, rx, ry, a.x, a.y, a.n);
+        vectorize_tile(dw, a.c, dwc.lanes, TailStrategy::GuardWithIf);
+    }
+}
+
+}  // namespace
+
+void apply_schedule(LayerAlgorithm &alg, const ScheduleParams &params, const Target & /*target*/) {
+    if (alg.spec.kind == LayerKind::Conv) {
+        schedule_conv(alg, params);
+    } else {
+        schedule_dwconv(alg, params);
+    }
+}
+
+}  // namespace convgen

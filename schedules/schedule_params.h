@@ -1,0 +1,34 @@
+// ScheduleParams: the knobs of convgen's schedule templates. A heuristic fills them from the
+// spec and the target; the autotuner searches the same space. Their text form is part of a
+// compiled kernel's identity (JIT cache key, schedule database).
+#pragma once
+
+#include <string>
+
+#include "dsl/layer_spec.h"
+
+namespace convgen {
+
+enum class IsaFamily { Generic, AVX2, AVX512, NEON };
+
+const char *isa_family_name(IsaFamily f);
+
+struct ScheduleParams {
+    // Vector lanes of float32 (8 on AVX2, 16 on AVX-512, 4 on NEON).
+    int vector_width = 8;
+    // Register tile: vectors along the vectorised dimension x rows/channels of accumulators.
+    int tile_vectors = 1;
+    int tile_rows = 1;
+    // Parallel tasks per output: rows of output grouped into one task.
+    int parallel_rows = 1;
+
+    std::string to_string() const;
+    // Inverse of to_string; throws convgen::Error on malformed text.
+    static ScheduleParams parse(const std::string &text);
+    bool operator==(const ScheduleParams &o) const { return to_string() == o.to_string(); }
+};
+
+// Default parameters chosen from the spec and ISA family (no layer names, only sizes).
+ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa);
+
+}  // namespace convgen

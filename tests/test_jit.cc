@@ -1,0 +1,154 @@
+// The JIT compiler: caching, thread safety, targets, errors, explain.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "codegen/jit.h"
+#include "runtime/errors.h"
+#include "runtime/reference.h"
+
+namespace convgen {
+namespace {
+
+TEST(Jit, SecondCompileComesFromTheCache) {
+    LayerSpec spec = parse_layer_spec("conv c1=4 c2=6 h=7 w=9 k=3 act=tanh");
+    CompiledKernel a = jit_compile(spec);
+    CompiledKernel b = jit_compile(spec);
+    EXPECT_FALSE(a.from_cache);
+    EXPECT_GT(a.compile_seconds, 0.0);
+    EXPECT_TRUE(b.from_cache);
+    EXPECT_EQ(a.kernel.get(), b.kernel.get());
+    // A different schedule is a different kernel.
+    CompileOptions o;
+    o.has_schedule = true;
+    o.schedule.vector_width = 4;
+    CompiledKernel c = jit_compile(spec, o);
+    EXPECT_FALSE(c.from_cache);
+    EXPECT_NE(a.kernel.get(), c.kernel.get());
+    EXPECT_EQ(c.kernel->info().schedule, o.schedule.to_string());
+}
+
+TEST(Jit, KernelInfoDescribesWhatRan) {
+    LayerSpec spec = parse_layer_spec("dwconv c1=4 c2=6 h=7 w=9 k=3");
+    CompiledKernel k = jit_compile(spec);
+    EXPECT_EQ(k.kernel->info().origin, "jit");
+    EXPECT_EQ(k.kernel->info().target, host_target_string());
+    EXPECT_EQ(k.kernel->spec().to_string(), spec.to_string());
+}
+
+TEST(Jit, ConcurrentCompileAndRunGiveIdenticalResults) {
+    // Same and different specs from many threads at once; results must be bit-identical to a
+    // single-threaded run.
+    std::vector<LayerSpec> specs = {parse_layer_spec("conv c1=6 c2=9 h=11 w=13 k=3 g=3 act=silu"),
+                                    parse_layer_spec("dwconv c1=5 c2=7 h=9 w=10 k=3 layout=nhwc"),
+                                    parse_layer_spec("conv c1=3 c2=4 h=5 w=5 k=1 act=gelu")};
+    std::vector<RawWeights> raws;
+    std::vector<Tensor> inputs, serial;
+    for (size_t i = 0; i < specs.size(); ++i) {
+        raws.push_back(random_raw_weights(specs[i], 10 + i));
+        inputs.push_back(random_input(specs[i], 20 + i));
+    }
+    std::vector<std::thread> threads;
+    std::vector<Tensor> results(16);
+    std::atomic<int> errors{0};
+    for (int t = 0; t < 16; ++t) {
+        threads.emplace_back([&, t] {
+            try {
+                const size_t i = t % specs.size();
+                auto k = jit_compile(specs[i]);
+                results[t] = k.kernel->run(inputs[i], fold_batchnorm(specs[i], raws[i]));
+            } catch (...) {
+                errors++;
+            }
+        });
+    }
+    for (auto &th : threads) th.join();
+    ASSERT_EQ(errors.load(), 0);
+    for (size_t i = 0; i < specs.size(); ++i) {
+        Tensor one = jit_compile(specs[i]).kernel->run(inputs[i], fold_batchnorm(specs[i], raws[i]));
+        EXPECT_TRUE(within_tolerance(reference_forward(specs[i], raws[i], inputs[i]), one));
+        for (int t = static_cast<int>(i); t < 16; t += static_cast<int>(specs.size())) {
+            EXPECT_EQ(results[t].data, one.data) << "thread " << t;
+        }
+    }
+}
+
+TEST(Jit, InvalidTargetIsAClearError) {
+    LayerSpec spec = parse_layer_spec("conv c1=4 c2=4 h=4 w=4 k=3");
+    CompileOptions o;
+    o.target = "x86-64-linux-nonsense";
+    try {
+        jit_compile(spec, o);
+        FAIL();
+    } catch (const Error &e) {
+        EXPECT_NE(std::string(e.what()).find("not a valid Halide target"), std::string::npos) << e.what();
+    }
+}
+
+TEST(Jit, ForeignTargetIsRefusedNotRun) {
+    LayerSpec spec = parse_layer_spec("conv c1=4 c2=4 h=4 w=4 k=3");
+    CompileOptions o;
+    o.target = "arm-64-linux";
+    try {
+        jit_compile(spec, o);
+        FAIL();
+    } catch (const Error &e) {
+        EXPECT_NE(std::string(e.what()).find("cannot run on this host"), std::string::npos) << e.what();
+    }
+}
+
+TEST(Jit, WrongInputShapeIsAClearError) {
+    LayerSpec spec = parse_layer_spec("conv c1=4 c2=4 h=6 w=6 k=3");
+    auto k = jit_compile(spec);
+    Tensor bad({1, 4, 6, 5});
+    try {
+        k.kernel->run(bad, fold_batchnorm(spec, random_raw_weights(spec, 1)));
+        FAIL();
+    } catch (const Error &e) {
+        EXPECT_NE(std::string(e.what()).find("[1, 4, 6, 5]"), std::string::npos) << e.what();
+    }
+}
+
+TEST(Jit, WrongWeightSizeIsAClearError) {
+    LayerSpec spec = parse_layer_spec("conv c1=4 c2=4 h=6 w=6 k=3");
+    auto k = jit_compile(spec);
+    FoldedWeights w = fold_batchnorm(spec, random_raw_weights(spec, 1));
+    w.weight.pop_back();
+    EXPECT_THROW(k.kernel->run(random_input(spec, 1), w), Error);
+}
+
+TEST(Jit, ExplainShowsFusedDepthwiseInsideTheRowLoop) {
+    std::string text = explain(parse_layer_spec("dwconv c1=32 c2=64 h=16 w=16 k=3"));
+    EXPECT_NE(text.find("spec:     dwconv n=1 c1=32"), std::string::npos);
+    EXPECT_NE(text.find("target:"), std::string::npos);
+    EXPECT_NE(text.find("schedule:"), std::string::npos);
+    // The depthwise stage is produced inside the parallel loop over output rows, not at root.
+    const size_t par = text.find("parallel");
+    const size_t dw = text.find("produce depthwise");
+    ASSERT_NE(par, std::string::npos) << text;
+    ASSERT_NE(dw, std::string::npos) << text;
+    EXPECT_LT(par, dw) << text;
+}
+
+TEST(Jit, ExplainWorksForForeignTargets) {
+    std::string text = explain(parse_layer_spec("conv c1=8 c2=8 h=8 w=8 k=3"), CompileOptions{"arm-64-linux", false, {}});
+    EXPECT_NE(text.find("neon"), std::string::npos) << text;
+}
+
+TEST(Jit, ThreadCountCanBeSet) {
+    EXPECT_THROW(set_num_threads(-1), Error);
+    set_num_threads(1);
+    LayerSpec spec = parse_layer_spec("conv c1=4 c2=4 h=6 w=6 k=3");
+    auto raw = random_raw_weights(spec, 3);
+    auto in = random_input(spec, 4);
+    Tensor one = jit_compile(spec).kernel->run(in, fold_batchnorm(spec, raw));
+    set_num_threads(2);
+    Tensor two = jit_compile(spec).kernel->run(in, fold_batchnorm(spec, raw));
+    EXPECT_EQ(one.data, two.data);
+    set_num_threads(0);
+}
+
+}  // namespace
+}  // namespace convgen

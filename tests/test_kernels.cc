@@ -1,0 +1,176 @@
+// Every kernel against the double-precision C++ reference: all activations x layer kinds x
+// layouts x strides, odd shapes, explicit padding, batches, schedule variants and ISA families.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "codegen/jit.h"
+#include "runtime/reference.h"
+
+namespace convgen {
+namespace {
+
+// Compiles `spec` with `options`, runs it on random data and compares with the reference.
+void expect_matches_reference(const LayerSpec &spec, const CompileOptions &options = {}) {
+    const unsigned seed = 7;
+    const RawWeights raw = random_raw_weights(spec, seed);
+    Tensor input = random_input(spec, seed + 1);
+    // Scale the input so that pre-activations reach the saturating parts of every activation.
+    for (float &v : input.data) v *= 3.0f;
+    const CompiledKernel compiled = jit_compile(spec, options);
+    const Tensor actual = compiled.kernel->run(input, fold_batchnorm(spec, raw));
+    const Tensor expected = reference_forward(spec, raw, input);
+    ASSERT_EQ(actual.shape, expected.shape);
+    double err = 0, limit = 0;
+    EXPECT_TRUE(within_tolerance(expected, actual, &err, &limit))
+        << spec.to_string() << " schedule " << compiled.kernel->info().schedule << " target "
+        << compiled.kernel->info().target << ": max_abs_err " << err << " > " << limit;
+}
+
+// ---- The full matrix: activation x {g=1, grouped, depthwise conv, dwconv} x layout x stride.
+
+struct MatrixCase {
+    Activation act;
+    int shape;  // index into kShapes
+    Layout layout;
+    int stride;
+};
+
+// Odd sizes and channel counts that are not multiples of 8 or 16.
+const char *kShapes[] = {
+    "conv c1=5 c2=12 h=11 w=13 k=3",          // plain conv
+    "conv c1=12 c2=18 h=9 w=15 k=3 g=3",      // grouped conv
+    "conv c1=20 c2=20 h=10 w=17 k=3 g=20",    // depthwise through conv
+    "dwconv c1=12 c2=20 h=11 w=9 k=3",        // fused depthwise -> pointwise
+};
+const char *kShapeNames[] = {"dense", "grouped", "depthwise", "dwconv"};
+
+std::string matrix_spec(const MatrixCase &c) {
+    std::string s = kShapes[c.shape];
+    s += std::string(" act=") + activation_name(c.act);
+    s += " s=" + std::to_string(c.stride);
+    s += std::string(" layout=") + layout_name(c.layout);
+    if (c.shape == 3) {
+        // A different depthwise activation, so both stages' activations are exercised.
+        const auto &acts = all_activations();
+        size_t i = 0;
+        while (acts[i] != c.act) ++i;
+        s += std::string(" dw_act=") + activation_name(acts[(i + 3) % acts.size()]);
+    }
+    return s;
+}
+
+class KernelMatrix : public ::testing::TestWithParam<MatrixCase> {};
+
+TEST_P(KernelMatrix, MatchesReference) { expect_matches_reference(parse_layer_spec(matrix_spec(GetParam()))); }
+
+std::vector<MatrixCase> matrix_cases() {
+    std::vector<MatrixCase> cases;
+    for (Activation act : all_activations())
+        for (int shape = 0; shape < 4; ++shape)
+            for (Layout layout : {Layout::NCHW, Layout::NHWC})
+                for (int stride : {1, 2}) cases.push_back({act, shape, layout, stride});
+    return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(All, KernelMatrix, ::testing::ValuesIn(matrix_cases()),
+                         [](const ::testing::TestParamInfo<MatrixCase> &info) {
+                             const MatrixCase &c = info.param;
+                             return std::string(activation_name(c.act)) + "_" + kShapeNames[c.shape] + "_" +
+                                    layout_name(c.layout) + "_s" + std::to_string(c.stride);
+                         });
+
+// ---- Edge shapes: batches, explicit padding (incl. 0), 1x1 images, even kernels, big strides.
+
+class KernelEdgeShapes : public ::testing::TestWithParam<const char *> {};
+
+TEST_P(KernelEdgeShapes, MatchesReference) { expect_matches_reference(parse_layer_spec(GetParam())); }
+
+INSTANTIATE_TEST_SUITE_P(
+    All, KernelEdgeShapes,
+    ::testing::Values("conv n=2 c1=3 c2=5 h=7 w=9 k=3 p=0 act=relu",
+                      "conv n=3 c1=8 c2=16 h=5 w=5 k=1 p=0 act=identity bn=0",
+                      "conv c1=1 c2=1 h=1 w=1 k=1",
+                      "conv c1=4 c2=4 h=1 w=1 k=3",
+                      "conv c1=7 c2=9 h=23 w=37 k=5 act=silu",
+                      "conv c1=6 c2=6 h=13 w=13 k=7 p=3 g=2 layout=nhwc",
+                      "conv c1=16 c2=32 h=19 w=21 k=3 s=2 g=4 layout=nhwc act=gelu",
+                      "conv c1=33 c2=33 h=9 w=9 k=3 g=33 layout=nhwc",
+                      "conv c1=24 c2=40 h=6 w=50 k=3 p=2 act=leaky alpha=0.2",
+                      "conv c1=4 c2=8 h=10 w=10 k=4 s=3 p=1",
+                      "conv c1=2 c2=2 h=8 w=8 k=2 s=2 p=0",
+                      "conv c1=3 c2=64 h=17 w=17 k=3 s=2 layout=nhwc act=hardswish",
+                      "conv c1=10 c2=70 h=5 w=5 k=3 layout=nhwc",
+                      "conv c1=8 c2=8 h=3 w=40 k=3 p=0 act=relu6 eps=0.001",
+                      "conv n=2 c1=64 c2=64 h=6 w=6 k=3 g=16 layout=nhwc act=tanh",
+                      "conv c1=3 c2=3 h=5 w=5 k=5 p=4 act=sigmoid",
+                      "conv c1=9 c2=6 h=16 w=16 k=3 s=4 g=3 layout=nhwc p=0",
+                      "dwconv n=2 c1=5 c2=7 h=9 w=11 k=3 p=0",
+                      "dwconv c1=17 c2=3 h=12 w=12 k=5 s=2 layout=nhwc act=tanh dw_act=relu6",
+                      "dwconv c1=40 c2=24 h=7 w=7 k=3 layout=nhwc bn=0 dw_bn=0 dw_act=identity",
+                      "dwconv c1=8 c2=16 h=1 w=1 k=3",
+                      "dwconv c1=3 c2=5 h=30 w=33 k=7 p=3 act=sigmoid dw_act=leaky alpha=0.3",
+                      "dwconv n=3 c1=9 c2=10 h=6 w=6 k=1 p=0 layout=nhwc",
+                      "dwconv c1=32 c2=64 h=14 w=14 k=3 s=2 act=gelu_tanh",
+                      "dwconv c1=64 c2=20 h=4 w=4 k=3 p=2",
+                      "dwconv c1=20 c2=36 h=10 w=26 k=3 s=3 p=1 layout=nhwc act=hardswish bn=0"));
+
+// ---- Schedule variants: every template parameter combination class must stay correct.
+
+struct ScheduleCase {
+    const char *spec;
+    ScheduleParams params;
+};
+
+std::vector<ScheduleCase> schedule_cases() {
+    const char *specs[] = {
+        "conv c1=6 c2=10 h=9 w=29 k=3 g=2",
+        "conv c1=12 c2=36 h=7 w=7 k=3 s=2 layout=nhwc",
+        "dwconv c1=11 c2=21 h=13 w=27 k=3",
+        "dwconv c1=24 c2=35 h=6 w=9 k=5 layout=nhwc",
+    };
+    std::vector<ScheduleParams> params;
+    for (int vec : {4, 8, 16})
+        for (int tv : {1, 3})
+            for (int tr : {1, 5}) {
+                ScheduleParams p;
+                p.vector_width = vec;
+                p.tile_vectors = tv;
+                p.tile_rows = tr;
+                params.push_back(p);
+            }
+    std::vector<ScheduleCase> cases;
+    for (const char *s : specs)
+        for (const auto &p : params) cases.push_back({s, p});
+    return cases;
+}
+
+class KernelScheduleVariants : public ::testing::TestWithParam<ScheduleCase> {};
+
+TEST_P(KernelScheduleVariants, MatchesReference) {
+    CompileOptions options;
+    options.has_schedule = true;
+    options.schedule = GetParam().params;
+    expect_matches_reference(parse_layer_spec(GetParam().spec), options);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, KernelScheduleVariants, ::testing::ValuesIn(schedule_cases()));
+
+// ---- ISA families runnable on any x86-64 host: SSE4.1 and baseline x86-64 (Generic).
+
+class KernelTargets : public ::testing::TestWithParam<std::tuple<const char *, const char *>> {};
+
+TEST_P(KernelTargets, MatchesReference) {
+    CompileOptions options;
+    options.target = std::get<1>(GetParam());
+    expect_matches_reference(parse_layer_spec(std::get<0>(GetParam())), options);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, KernelTargets,
+                         ::testing::Combine(::testing::Values("conv c1=12 c2=18 h=9 w=15 k=3 g=3 act=silu",
+                                                              "dwconv c1=12 c2=20 h=11 w=9 k=3 layout=nhwc act=gelu"),
+                                            ::testing::Values("x86-64-linux-sse41", "x86-64-linux")));
+
+}  // namespace
+}  // namespace convgen
