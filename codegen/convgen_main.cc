@@ -163,6 +163,16 @@ int main(int argc, char **argv) {
     chk->add_option("--target", target, "Halide target string (default: host)");
     chk->add_option("--repeats", repeats, "Timed runs per layer (median reported)")->check(CLI::Range(1, 100000));
 
+    // CLI11 reports an unknown command as "A subcommand is required"; name it instead.
+    if (argc > 1 && argv[1][0] != '-') {
+        const std::string command = argv[1];
+        bool known = false;
+        for (const CLI::App *sub : app.get_subcommands([](CLI::App *) { return true; })) known = known || sub->get_name() == command;
+        if (!known) {
+            std::cerr << "convgen: error: unknown command '" << command << "' (commands: run, explain, check, compare; see convgen --help)\n";
+            return 2;
+        }
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp &) {
