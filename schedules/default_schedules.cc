@@ -38,28 +38,34 @@ void vectorize_tile(StageOrFunc &s, const VarOrRVar &v, int lanes, TailStrategy 
     s.split(v, vo, vi, lanes, tail).vectorize(vi).unroll(vo);
 }
 
-// Register-tiled direct convolution: each output tile (vectorised dim x `rows` of the other
-// tiled dim) is accumulated in registers over the whole reduction, then activated and stored.
+// Register-tiled direct convolution. Each output tile (whole vectors along the vectorised dim x
+// a few rows of the other dim) is accumulated in registers over the whole reduction, then
+// activated and stored. The zero-padded input of one parallel task is staged first, so the
+// inner loop does plain loads with no boundary select.
 void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
     const LayerSpec &s = a.spec;
-    Var xo("xo"), xi("xi"), co("co"), ci("ci"), t("t"), u("u");
+    Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo"), yi("yi"), t("t");
     RVar rx = a.r.x, ry = a.r.y, rc = a.r.z;
+    const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
     if (s.layout == Layout::NCHW) {
-        // Vectorise along output x; a few output channels share each input vector load.
+        // Vectorise along output x; the tile's output channels share each input vector load.
         const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
         const int tc = std::min(p.tile_rows, s.c2);
         a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
             .split(a.c, co, ci, tc, TailStrategy::ShiftInwards)
-            .reorder(xi, ci, xo, a.y, co, a.n)
-            .fuse(a.y, co, t)
-            .fuse(t, a.n, u)
-            .parallel(u)
+            .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
+            .reorder(xi, ci, xo, yi, co, yo, a.n)
+            .fuse(yo, a.n, t)
+            .parallel(t)
             .unroll(ci);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
+        a.padded.compute_at(a.output, t);
+        if (s.w + 2 * s.p >= p.vector_width) a.padded.vectorize(a.x, p.vector_width);
         a.conv.compute_at(a.output, xo).unroll(a.c);
         vectorize_tile(a.conv, a.x, tx.lanes, TailStrategy::GuardWithIf);
         Stage upd = a.conv.update();
         upd.reorder(a.x, a.c, rx, ry, rc, a.y, a.n).unroll(a.c);
+        if (s.k <= 7) upd.unroll(rx);
         vectorize_tile(upd, a.x, tx.lanes, TailStrategy::GuardWithIf);
     } else {
         // NHWC: vectorise along output channels; a few output pixels share each weight vector.
@@ -67,11 +73,14 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
         const int tx = std::min(p.tile_rows, s.out_w());
         a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
             .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
-            .reorder(ci, xi, co, xo, a.y, a.n)
-            .fuse(a.y, a.n, u)
-            .parallel(u)
+            .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
+            .reorder(ci, xi, co, xo, yi, yo, a.n)
+            .fuse(yo, a.n, t)
+            .parallel(t)
             .unroll(xi);
         vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
+        a.padded.compute_at(a.output, t);
+        if (s.c1 >= p.vector_width) a.padded.vectorize(a.c, p.vector_width);
         a.conv.compute_at(a.output, co).unroll(a.x);
         vectorize_tile(a.conv, a.c, tc.lanes, TailStrategy::GuardWithIf);
         Stage upd = a.conv.update();
@@ -80,22 +89,25 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
     }
 }
 
-// Fused depthwise -> pointwise: one output row's depthwise result (all c1 channels) is computed
-// inside the parallel row loop and consumed there by the pointwise tiles, so it never leaves
-// cache and is never written out whole.
+// Fused depthwise -> pointwise: the depthwise result of one task's output rows (all c1 channels)
+// is computed inside the parallel row loop and consumed there by the pointwise register tiles,
+// so it stays in cache and is never written out whole.
 void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     const LayerSpec &s = a.spec;
-    Var xo("xo"), xi("xi"), co("co"), ci("ci"), u("u");
+    Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo"), yi("yi"), t("t"), dxo("dxo"), dxi("dxi");
     RVar rx = a.r.x, ry = a.r.y, rp = a.r_pw.x;
+    const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
     if (s.layout == Layout::NCHW) {
         const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
-        const VectorTile row = vector_tile(s.out_w(), p.vector_width, 1);
+        // Depthwise tile: up to 4 vectors of one row, all k*k taps unrolled, in registers.
+        const VectorTile dtx = vector_tile(s.out_w(), p.vector_width, 4);
         const int tc = std::min(p.tile_rows, s.c2);
         a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
             .split(a.c, co, ci, tc, TailStrategy::ShiftInwards)
-            .reorder(xi, ci, xo, co, a.y, a.n)
-            .fuse(a.y, a.n, u)
-            .parallel(u)
+            .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
+            .reorder(xi, ci, xo, co, yi, yo, a.n)
+            .fuse(yo, a.n, t)
+            .parallel(t)
             .unroll(ci);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
         a.pointwise.compute_at(a.output, xo).unroll(a.c);
@@ -104,22 +116,26 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         pw.reorder(a.x, a.c, rp, a.y, a.n).unroll(a.c);
         vectorize_tile(pw, a.x, tx.lanes, TailStrategy::GuardWithIf);
 
-        a.depthwise.compute_at(a.output, u);
-        vectorize_tile(a.depthwise, a.x, row.lanes, TailStrategy::GuardWithIf);
-        a.dw_acc.compute_at(a.depthwise, a.c);
-        vectorize_tile(a.dw_acc, a.x, row.lanes, TailStrategy::GuardWithIf);
+        a.padded.compute_at(a.output, t);
+        if (s.w + 2 * s.p >= p.vector_width) a.padded.vectorize(a.x, p.vector_width);
+        a.depthwise.compute_at(a.output, yi).split(a.x, dxo, dxi, dtx.size, TailStrategy::ShiftInwards);
+        vectorize_tile(a.depthwise, dxi, dtx.lanes, TailStrategy::ShiftInwards);
+        a.dw_acc.compute_at(a.depthwise, dxo);
+        vectorize_tile(a.dw_acc, a.x, dtx.lanes, TailStrategy::GuardWithIf);
         Stage dw = a.dw_acc.update();
         dw.reorder(a.x, rx, ry, a.c, a.y, a.n);
-        vectorize_tile(dw, a.x, row.lanes, TailStrategy::GuardWithIf);
+        if (s.k <= 7) dw.unroll(rx).unroll(ry);
+        vectorize_tile(dw, a.x, dtx.lanes, TailStrategy::GuardWithIf);
     } else {
         const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
         const VectorTile dwc = vector_tile(s.c1, p.vector_width, 1);
         const int tx = std::min(p.tile_rows, s.out_w());
         a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
             .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
-            .reorder(ci, xi, co, xo, a.y, a.n)
-            .fuse(a.y, a.n, u)
-            .parallel(u)
+            .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
+            .reorder(ci, xi, co, xo, yi, yo, a.n)
+            .fuse(yo, a.n, t)
+            .parallel(t)
             .unroll(xi);
         vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
         a.pointwise.compute_at(a.output, co).unroll(a.x);
@@ -128,12 +144,15 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         pw.reorder(a.c, a.x, rp, a.y, a.n).unroll(a.x);
         vectorize_tile(pw, a.c, tc.lanes, TailStrategy::GuardWithIf);
 
-        a.depthwise.compute_at(a.output, u);
+        a.padded.compute_at(a.output, t);
+        if (s.c1 >= p.vector_width) a.padded.vectorize(a.c, p.vector_width);
+        a.depthwise.compute_at(a.output, yi);
         vectorize_tile(a.depthwise, a.c, dwc.lanes, TailStrategy::GuardWithIf);
         a.dw_acc.compute_at(a.depthwise, a.x);
         vectorize_tile(a.dw_acc, a.c, dwc.lanes, TailStrategy::GuardWithIf);
         Stage dw = a.dw_acc.update();
         dw.reorder(a.c, rx, ry, a.x, a.y, a.n);
+        if (s.k <= 7) dw.unroll(rx).unroll(ry);
         vectorize_tile(dw, a.c, dwc.lanes, TailStrategy::GuardWithIf);
     }
 }

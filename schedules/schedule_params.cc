@@ -54,6 +54,16 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
     return p;
 }
 
+namespace {
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// Elements computed along a dimension of `extent` split into tiles of `tile` with ShiftInwards
+// (the last tile is shifted back, so work is repeated rather than guarded).
+int computed_extent(int extent, int tile) { return extent < tile ? extent : ceil_div(extent, tile) * tile; }
+
+}  // namespace
+
 ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     ScheduleParams p;
     switch (isa) {
@@ -62,15 +72,44 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     case IsaFamily::NEON: p.vector_width = 4; break;
     case IsaFamily::Generic: p.vector_width = 4; break;
     }
-    // Accumulator budget: AVX2 has 16 vector registers, AVX-512 and NEON 32. Leave room for
-    // the broadcast weight and the input vectors.
-    const int accumulators = (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 12 : 24;
-    const int ow = spec.out_w();
-    const int vec_extent = spec.layout == Layout::NCHW ? ow : spec.c2;
-    const int vectors_available = std::max(1, vec_extent / p.vector_width);
-    p.tile_vectors = std::min(vectors_available, spec.layout == Layout::NCHW ? 4 : 3);
-    p.tile_rows = std::max(1, std::min(accumulators / p.tile_vectors, 4));
-    p.parallel_rows = 1;
+    // Accumulator budget: 16 vector registers on AVX2 (and SSE), 32 on AVX-512 and NEON, less
+    // one for the input vector and one for the broadcast weight.
+    const int accumulators = (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 14 : 28;
+    const int V = p.vector_width;
+    const bool nchw = spec.layout == Layout::NCHW;
+    // The vectorised dimension and the dimension whose elements share each vector load.
+    const int vec_extent = nchw ? spec.out_w() : spec.c2;
+    const int row_extent = nchw ? spec.c2 : spec.out_w();
+    // Grouped NCHW convs: keep a channel tile inside one group so it shares input loads.
+    const int group_out = spec.kind == LayerKind::Conv ? spec.c2 / spec.g : spec.c2;
+    const bool tile_within_group = nchw && spec.kind == LayerKind::Conv && spec.g > 1;
+    // Strided convs in NCHW load two vectors and shuffle for each input vector.
+    const double load_cost = (nchw && spec.s > 1) ? 2.5 : 1.0;
+
+    double best = -1;
+    for (int tv = 1; tv <= std::max(1, std::min(8, ceil_div(vec_extent, V))); ++tv) {
+        for (int tr = 1; tr <= 8 && tv * tr <= accumulators; ++tr) {
+            if (tr > row_extent) break;
+            if (tile_within_group && group_out % tr != 0) continue;
+            const int tile_v = vec_extent < V ? vec_extent : V * std::min(tv, vec_extent / V);
+            if (vec_extent >= V && tv > vec_extent / V) continue;
+            const double useful = double(vec_extent) * row_extent /
+                                  (double(computed_extent(vec_extent, tile_v)) * computed_extent(row_extent, tr));
+            // FMAs per reduction step against the loads and broadcasts that feed them (2 per cycle each).
+            const double fmas = double(tv) * tr;
+            const double cycles = std::max(fmas, tv * load_cost + tr) / 2.0 + 0.5;
+            const double score = useful * fmas / cycles;
+            if (score > best + 1e-9) {
+                best = score;
+                p.tile_vectors = tv;
+                p.tile_rows = tr;
+            }
+        }
+    }
+    // Parallel tasks: enough rows per task to amortise staging the padded input, while leaving
+    // at least 8 tasks per core on 2-16 cores where the layer is big enough.
+    const int tasks_wanted = 16;
+    p.parallel_rows = std::max(1, std::min(8, spec.out_h() * spec.n / tasks_wanted));
     return p;
 }
 

@@ -138,6 +138,7 @@ std::vector<ScheduleCase> schedule_cases() {
                 p.vector_width = vec;
                 p.tile_vectors = tv;
                 p.tile_rows = tr;
+                p.parallel_rows = 1 + (vec + tv + tr) % 4;  // 1..4 rows per parallel task
                 params.push_back(p);
             }
     std::vector<ScheduleCase> cases;
