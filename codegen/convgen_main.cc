@@ -1,6 +1,9 @@
 // The convgen command-line tool: run a layer on files, explain its schedule, compare outputs,
 // and check a suite against the reference.
 #include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <chrono>
@@ -44,9 +47,16 @@ double median(std::vector<double> v) {
     return v[v.size() / 2];
 }
 
+// Set by --schedule: explicit schedule parameters instead of the heuristic.
+std::string g_schedule_text;
+
 CompileOptions compile_options(const std::string &target) {
     CompileOptions o;
     o.target = target;
+    if (!g_schedule_text.empty()) {
+        o.has_schedule = true;
+        o.schedule = ScheduleParams::parse(g_schedule_text);
+    }
     return o;
 }
 
@@ -59,6 +69,13 @@ int cmd_run(const std::string &layer, const std::string &weights_path, const std
     if (input.shape != spec.input_shape()) {
         throw Error(input_path + ": shape " + shape_to_string(input.shape) + " does not match the layer's input " +
                     shape_to_string(spec.input_shape()) + " (layout=" + layout_name(spec.layout) + ")");
+    }
+    // Fail before compiling, not after computing, when the output cannot be written.
+    const size_t slash = output_path.find_last_of('/');
+    const std::string output_dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : output_path.substr(0, slash));
+    if (::access(output_dir.c_str(), W_OK) != 0) {
+        throw Error("cannot write output '" + output_path + "': directory '" + output_dir + "' " +
+                    (errno == ENOENT ? "does not exist" : "is not writable"));
     }
     if (threads > 0) set_num_threads(threads);
     const CompiledKernel compiled = jit_compile(spec, compile_options(target));
@@ -147,10 +164,14 @@ int main(int argc, char **argv) {
     run->add_option("--output", output, "Where to write the output .npy")->required();
     run->add_option("--threads", threads, "Threads of the Halide pool (default: one per core)")->check(CLI::Range(0, 1024));
     run->add_option("--target", target, "Halide target string (default: host)");
+    run->add_option("--schedule", g_schedule_text, "Schedule parameters, e.g. \"vec=8 tile_vectors=4 tile_rows=3 parallel_rows=2\" (default: heuristic)");
 
     CLI::App *exp = app.add_subcommand("explain", "Print the normalised spec, target, schedule and Halide loop nest");
     exp->add_option("--layer", layer, "Layer spec text")->required();
     exp->add_option("--target", target, "Halide target string (default: host)");
+    exp->add_option("--schedule", g_schedule_text, "Schedule parameters, e.g. \"vec=8 tile_vectors=4 tile_rows=3 parallel_rows=2\" (default: heuristic)");
+    std::string asm_path;
+    exp->add_option("--asm", asm_path, "Also write the kernel's assembly to this file");
 
     CLI::App *cmp = app.add_subcommand("compare", "Compare two .npy files with convgen's tolerance (1e-4 * max(1, max|expected|))");
     cmp->add_option("expected", expected, "Expected .npy")->required();
@@ -161,6 +182,7 @@ int main(int argc, char **argv) {
     chk->add_option("--layer", layers, "A layer spec (repeatable)");
     chk->add_option("--threads", threads, "Threads of the Halide pool (default: one per core)")->check(CLI::Range(0, 1024));
     chk->add_option("--target", target, "Halide target string (default: host)");
+    chk->add_option("--schedule", g_schedule_text, "Schedule parameters, e.g. \"vec=8 tile_vectors=4 tile_rows=3 parallel_rows=2\" (default: heuristic)");
     chk->add_option("--repeats", repeats, "Timed runs per layer (median reported)")->check(CLI::Range(1, 100000));
 
     // CLI11 reports an unknown command as "A subcommand is required"; name it instead.
@@ -190,7 +212,12 @@ int main(int argc, char **argv) {
         if (run->parsed()) return cmd_run(layer, weights, prefix, input, output, threads, target);
         if (exp->parsed()) {
             CompileOptions o = compile_options(target);
-            std::cout << explain(parse_layer_spec(layer), o);
+            const LayerSpec spec = parse_layer_spec(layer);
+            std::cout << explain(spec, o);
+            if (!asm_path.empty()) {
+                write_assembly(spec, o, asm_path);
+                std::cout << "assembly: " << asm_path << "\n";
+            }
             return 0;
         }
         if (cmp->parsed()) return cmd_compare(expected, actual);

@@ -165,6 +165,20 @@ std::string explain(const LayerSpec &spec, const CompileOptions &options) {
     return os.str();
 }
 
+void write_assembly(const LayerSpec &spec, const CompileOptions &options, const std::string &path) {
+    validate(spec);
+    const Halide::Target target = parse_target(options.target);
+    const ScheduleParams params = schedule_for(spec, options, target);
+    std::lock_guard<std::mutex> lock(compile_mutex());
+    try {
+        LayerAlgorithm alg = define_algorithm(spec);
+        apply_schedule(alg, params, target);
+        alg.pipeline().compile_to_assembly(path, alg.arguments(), "convgen_kernel", target);
+    } catch (const Halide::Error &e) {
+        throw Error("Halide failed to compile '" + spec.to_string() + "' for " + target.to_string() + ": " + e.what());
+    }
+}
+
 void set_num_threads(int threads) {
     if (threads < 0) throw Error("thread count must be >= 0 (got " + std::to_string(threads) + ")");
     std::lock_guard<std::mutex> lock(compile_mutex());

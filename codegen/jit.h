@@ -36,6 +36,9 @@ CompiledKernel jit_compile(const LayerSpec &spec, const CompileOptions &options 
 // What `convgen explain` prints: normalised spec, target, schedule, Halide's loop nest.
 std::string explain(const LayerSpec &spec, const CompileOptions &options = {});
 
+// Writes the kernel's assembly for the options' target (any target, not only the host) to `path`.
+void write_assembly(const LayerSpec &spec, const CompileOptions &options, const std::string &path);
+
 // Sizes the Halide thread pool of JIT-compiled kernels (0 = Halide's default: one per core).
 void set_num_threads(int threads);
 

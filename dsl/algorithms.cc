@@ -82,14 +82,29 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec) {
     } else {
         constrain_dense(a.input, {spec.c1, spec.w, spec.h, spec.n});
     }
-    auto input_at = [&](Expr c_, Expr x_, Expr y_, Expr n_) {
-        return nchw ? a.input(x_, y_, c_, n_) : a.input(c_, x_, y_, n_);
-    };
 
-    // Zero padding: PyTorch pads with zeros outside the image; indices are clamped so that the
-    // load itself stays in bounds and the select picks the zero.
-    Expr inside = x >= 0 && x < spec.w && y >= 0 && y < spec.h;
-    a.def(a.padded) = select(inside, input_at(c, clamp(x, 0, spec.w - 1), clamp(y, 0, spec.h - 1), n), 0.0f);
+    // Zero padding, as PyTorch pads. Halide's boundary condition marks the interior `likely`, so
+    // loops over it are partitioned and the steady state has no clamp or select (a clamped
+    // vector index would otherwise become a gather).
+    const Expr any;
+    const Region image = nchw ? Region{{0, spec.w}, {0, spec.h}, {any, any}, {any, any}}
+                              : Region{{any, any}, {0, spec.w}, {0, spec.h}, {any, any}};
+    Func bounded = BoundaryConditions::constant_exterior(a.input, 0.0f, image);
+    a.def(a.padded) = a.at(bounded, c, x, y, n);
+
+    Var xq = a.xq, ph = a.ph;
+    Expr staged_value = a.at(a.padded, c, xq * spec.s + ph, y, n);
+    if (nchw) {
+        a.staged(xq, ph, y, c, n) = staged_value;
+    } else {
+        a.staged(c, xq, ph, y, n) = staged_value;
+    }
+    // The zero-padded input at (c, x * s + kx - p, y * s + ky - p, n), read through `staged`.
+    auto window = [&](Expr c_, Expr kx, Expr ky) {
+        Expr shifted = kx - spec.p;  // Halide's / and % round towards -infinity for s > 0
+        Expr xq_ = x + shifted / spec.s, ph_ = shifted % spec.s, y_ = y * spec.s + ky - spec.p;
+        return nchw ? a.staged(xq_, ph_, y_, c_, n) : a.staged(c_, xq_, ph_, y_, n);
+    };
 
     if (spec.kind == LayerKind::Conv) {
         const int cig = spec.c1 / spec.g, cog = spec.c2 / spec.g;
@@ -101,8 +116,7 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec) {
         a.r = RDom(0, spec.k, 0, spec.k, 0, cig, "r");
         Expr in_c = (c / cog) * cig + a.r.z;
         a.def(a.conv) = a.bias(c);
-        a.def(a.conv) += a.weight(a.r.x, a.r.y, a.r.z, c) *
-                         a.at(a.padded, in_c, x * spec.s + a.r.x - spec.p, y * spec.s + a.r.y - spec.p, n);
+        a.def(a.conv) += a.weight(a.r.x, a.r.y, a.r.z, c) * window(in_c, a.r.x, a.r.y);
         a.def(a.output) = activation_expr(spec.act, a.at(a.conv, c, x, y, n), spec.alpha);
     } else {
         a.weight = ImageParam(Float(32), 3, "dw_weight");
@@ -116,8 +130,7 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec) {
 
         a.r = RDom(0, spec.k, 0, spec.k, "r");
         a.def(a.dw_acc) = a.bias(c);
-        a.def(a.dw_acc) += a.weight(a.r.x, a.r.y, c) *
-                           a.at(a.padded, c, x * spec.s + a.r.x - spec.p, y * spec.s + a.r.y - spec.p, n);
+        a.def(a.dw_acc) += a.weight(a.r.x, a.r.y, c) * window(c, a.r.x, a.r.y);
         a.def(a.depthwise) = activation_expr(spec.dw_act, a.at(a.dw_acc, c, x, y, n), spec.alpha);
 
         a.r_pw = RDom(0, spec.c1, "r_pw");

@@ -21,6 +21,11 @@ struct LayerAlgorithm {
     Halide::ImageParam input, weight, bias;        // weight/bias: the conv, or the depthwise stage of dwconv
     Halide::ImageParam pw_weight, pw_bias;         // dwconv only
     Halide::Func padded{"padded"};                 // input with zero padding outside [0,h) x [0,w)
+    // padded split by x phase: staged(xq, ph, ...) = padded(xq * s + ph, ...). The convolution
+    // reads it at (x + floor((kx - p) / s), (kx - p) mod s), so strided convs read unit-stride
+    // vectors when x is vectorised. Storage: NCHW (xq, ph, y, c, n); NHWC (c, xq, ph, y, n).
+    Halide::Func staged{"staged"};
+    Halide::Var xq{"xq"}, ph{"ph"};
     Halide::Func conv{"conv"};                     // conv: bias + sum (pure + one update)
     Halide::Func depthwise{"depthwise"};           // dwconv: activated depthwise output (pure + update via dw_acc)
     Halide::Func dw_acc{"dw_acc"};                 // dwconv: depthwise accumulator

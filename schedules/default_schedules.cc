@@ -59,12 +59,14 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
             .parallel(t)
             .unroll(ci);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
-        a.padded.compute_at(a.output, t);
-        if (s.w + 2 * s.p >= p.vector_width) a.padded.vectorize(a.x, p.vector_width);
+        a.staged.compute_at(a.output, t);
+        if ((s.w + 2 * s.p) / s.s >= p.vector_width) a.staged.vectorize(a.xq, p.vector_width);
         a.conv.compute_at(a.output, xo).unroll(a.c);
         vectorize_tile(a.conv, a.x, tx.lanes, TailStrategy::GuardWithIf);
+        // Channels innermost: each input vector is loaded once and feeds the tile's channels
+        // back to back, so it occupies one register instead of being kept (or spilled) per x.
         Stage upd = a.conv.update();
-        upd.reorder(a.x, a.c, rx, ry, rc, a.y, a.n).unroll(a.c);
+        upd.reorder(a.c, a.x, rx, ry, rc, a.y, a.n).unroll(a.c);
         if (s.k <= 7) upd.unroll(rx);
         vectorize_tile(upd, a.x, tx.lanes, TailStrategy::GuardWithIf);
     } else {
@@ -79,8 +81,8 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
             .parallel(t)
             .unroll(xi);
         vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
-        a.padded.compute_at(a.output, t);
-        if (s.c1 >= p.vector_width) a.padded.vectorize(a.c, p.vector_width);
+        a.staged.compute_at(a.output, t);
+        if (s.c1 >= p.vector_width) a.staged.vectorize(a.c, p.vector_width);
         a.conv.compute_at(a.output, co).unroll(a.x);
         vectorize_tile(a.conv, a.c, tc.lanes, TailStrategy::GuardWithIf);
         Stage upd = a.conv.update();
@@ -113,11 +115,11 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         a.pointwise.compute_at(a.output, xo).unroll(a.c);
         vectorize_tile(a.pointwise, a.x, tx.lanes, TailStrategy::GuardWithIf);
         Stage pw = a.pointwise.update();
-        pw.reorder(a.x, a.c, rp, a.y, a.n).unroll(a.c);
+        pw.reorder(a.c, a.x, rp, a.y, a.n).unroll(a.c);
         vectorize_tile(pw, a.x, tx.lanes, TailStrategy::GuardWithIf);
 
-        a.padded.compute_at(a.output, t);
-        if (s.w + 2 * s.p >= p.vector_width) a.padded.vectorize(a.x, p.vector_width);
+        a.staged.compute_at(a.output, t);
+        if ((s.w + 2 * s.p) / s.s >= p.vector_width) a.staged.vectorize(a.xq, p.vector_width);
         a.depthwise.compute_at(a.output, yi).split(a.x, dxo, dxi, dtx.size, TailStrategy::ShiftInwards);
         vectorize_tile(a.depthwise, dxi, dtx.lanes, TailStrategy::ShiftInwards);
         a.dw_acc.compute_at(a.depthwise, dxo);
@@ -144,8 +146,8 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         pw.reorder(a.c, a.x, rp, a.y, a.n).unroll(a.x);
         vectorize_tile(pw, a.c, tc.lanes, TailStrategy::GuardWithIf);
 
-        a.padded.compute_at(a.output, t);
-        if (s.c1 >= p.vector_width) a.padded.vectorize(a.c, p.vector_width);
+        a.staged.compute_at(a.output, t);
+        if (s.c1 >= p.vector_width) a.staged.vectorize(a.c, p.vector_width);
         a.depthwise.compute_at(a.output, yi);
         vectorize_tile(a.depthwise, a.c, dwc.lanes, TailStrategy::GuardWithIf);
         a.dw_acc.compute_at(a.depthwise, a.x);

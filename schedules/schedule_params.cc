@@ -72,9 +72,11 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     case IsaFamily::NEON: p.vector_width = 4; break;
     case IsaFamily::Generic: p.vector_width = 4; break;
     }
-    // Accumulator budget: 16 vector registers on AVX2 (and SSE), 32 on AVX-512 and NEON, less
-    // one for the input vector and one for the broadcast weight.
-    const int accumulators = (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 14 : 28;
+    // Vector registers: 16 on AVX2 and SSE, 32 on AVX-512 and NEON. A tile of tv vectors x tr rows
+    // holds tv*tr accumulators, plus the operands of the innermost (unrolled) dimension that are
+    // reused across the other one (tr broadcast weights in NCHW, tv weight vectors in NHWC),
+    // plus one streaming operand. Exceeding the file makes LLVM spill inside the reduction loop.
+    const int registers = (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 16 : 32;
     const int V = p.vector_width;
     const bool nchw = spec.layout == Layout::NCHW;
     // The vectorised dimension and the dimension whose elements share each vector load.
@@ -84,11 +86,12 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     const int group_out = spec.kind == LayerKind::Conv ? spec.c2 / spec.g : spec.c2;
     const bool tile_within_group = nchw && spec.kind == LayerKind::Conv && spec.g > 1;
     // Strided convs in NCHW load two vectors and shuffle for each input vector.
-    const double load_cost = (nchw && spec.s > 1) ? 2.5 : 1.0;
+    const double load_cost = 1.0;  // strided inputs are staged by phase, so loads stay unit-stride
 
     double best = -1;
     for (int tv = 1; tv <= std::max(1, std::min(8, ceil_div(vec_extent, V))); ++tv) {
-        for (int tr = 1; tr <= 8 && tv * tr <= accumulators; ++tr) {
+        for (int tr = 1; tr <= 8; ++tr) {
+            if (tv * tr + (nchw ? tr : tv) + 1 > registers) break;
             if (tr > row_extent) break;
             if (tile_within_group && group_out % tr != 0) continue;
             const int tile_v = vec_extent < V ? vec_extent : V * std::min(tv, vec_extent / V);

@@ -1,7 +1,14 @@
 // The JIT compiler: caching, thread safety, targets, errors, explain.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <regex>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -136,6 +143,29 @@ TEST(Jit, ExplainWorksForForeignTargets) {
     std::string text = explain(parse_layer_spec("conv c1=8 c2=8 h=8 w=8 k=3"), CompileOptions{"arm-64-linux", false, {}});
     EXPECT_NE(text.find("neon"), std::string::npos) << text;
 }
+
+// ARM64 code cannot run here, but it must compile and its inner loops must be NEON FMAs.
+class ArmAssembly : public ::testing::TestWithParam<const char *> {};
+
+TEST_P(ArmAssembly, InnerLoopsUseNeonFma) {
+    CompileOptions o;
+    o.target = "arm-64-linux";
+    const std::string path = ::testing::TempDir() + "/convgen_arm_" + std::to_string(::getpid()) + ".s";
+    write_assembly(parse_layer_spec(GetParam()), o, path);
+    std::ifstream f(path);
+    std::stringstream text;
+    text << f.rdbuf();
+    std::remove(path.c_str());
+    const std::string assembly = text.str();
+    const std::regex fmla(R"(fmla\s+v[0-9]+\.4s)");
+    const auto count = std::distance(std::sregex_iterator(assembly.begin(), assembly.end(), fmla), std::sregex_iterator());
+    EXPECT_GE(count, 4) << GetParam();
+}
+
+INSTANTIATE_TEST_SUITE_P(All, ArmAssembly,
+                         ::testing::Values("conv c1=64 c2=64 h=20 w=20 k=3", "conv c1=32 c2=32 h=20 w=20 k=3 g=8 layout=nhwc",
+                                           "conv c1=16 c2=16 h=20 w=20 k=3 g=16 s=2", "dwconv c1=16 c2=24 h=20 w=20 k=3",
+                                           "dwconv c1=16 c2=24 h=20 w=20 k=5 layout=nhwc act=silu"));
 
 TEST(Jit, ThreadCountCanBeSet) {
     EXPECT_THROW(set_num_threads(-1), Error);
