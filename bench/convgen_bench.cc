@@ -8,6 +8,8 @@
 // passes. The per-layer numbers are counters, so they appear in --benchmark_format=json; a
 // summary table is printed at the end (to stdout, or to stderr when stdout carries JSON/CSV).
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -50,6 +52,11 @@ struct Options {
     double seconds = 0.5;  // timed seconds per (layer, implementation, threads)
     bool onednn = true, xnnpack = true;
     bool reference = true;  // check convgen against the double-precision reference once per layer
+    // convgen's JIT target. Default: the host target plus Halide's `jit` feature. Without `jit`,
+    // Halide links a private copy of its runtime (and thread pool) into every JIT-compiled kernel,
+    // so convgen::set_num_threads (which sizes the shared JIT runtime's pool) does not reach the
+    // kernels and they always use one thread per core. See bench/README.md.
+    std::string convgen_target;
 };
 
 const char *kUsage =
@@ -57,11 +64,13 @@ const char *kUsage =
     "  --suite FILE        layer suite (default: ../shared/bench/layers.txt beside the source tree,\n"
     "                      else bench/layers.txt)\n"
     "  --layer SPEC        benchmark this layer instead of a suite (repeatable)\n"
-    "  --threads LIST      comma-separated thread counts (default 1,2)\n"
+    "  --threads LIST      comma-separated thread counts, run in ascending order (default 1,2)\n"
     "  --seconds S         timed seconds per layer, implementation and thread count (default 0.5)\n"
     "  --peers LIST        onednn,xnnpack (default both; 'none' for convgen alone)\n"
     "  --no_reference      skip checking convgen against the C++ reference (peers are still\n"
     "                      checked against convgen)\n"
+    "  --convgen_target T  Halide target for convgen's JIT (default: host + '-jit', so that the\n"
+    "                      thread count applies; see bench/README.md)\n"
     "Google Benchmark flags work as usual, e.g. --benchmark_filter=resnext,\n"
     "--benchmark_format=json, --benchmark_out=FILE --benchmark_out_format=json.\n"
     "Exit status: 0, 1 if any output check failed, 2 on bad options or suite.\n";
@@ -116,6 +125,10 @@ Options parse_options(int *argc, char **argv) {
                 o.threads.push_back(int(v));
             }
             if (o.threads.empty()) usage_error("--threads is empty");
+            // Ascending: Halide 14's pool, once started with N threads, keeps using them after
+            // halide_set_num_threads(M < N) (measured here with cpu_cores), so grow it only.
+            std::sort(o.threads.begin(), o.threads.end());
+            o.threads.erase(std::unique(o.threads.begin(), o.threads.end()), o.threads.end());
         } else if (take("--seconds")) {
             char *end = nullptr;
             o.seconds = std::strtod(value.c_str(), &end);
@@ -127,6 +140,8 @@ Options parse_options(int *argc, char **argv) {
                 else if (p == "xnnpack") o.xnnpack = true;
                 else if (p != "none") usage_error("unknown peer '" + p + "' (onednn, xnnpack, none)");
             }
+        } else if (take("--convgen_target")) {
+            o.convgen_target = value;
         } else if (a == "--no_reference") {
             o.reference = false;
         } else {
@@ -136,6 +151,7 @@ Options parse_options(int *argc, char **argv) {
     }
     for (size_t i = 0; i < rest.size(); ++i) argv[i] = rest[i];
     *argc = static_cast<int>(rest.size());
+    if (o.convgen_target.empty()) o.convgen_target = convgen::host_target_string() + "-jit";
     if (o.suite.empty()) {
         o.suite = CONVGEN_SOURCE_DIR "/../shared/bench/layers.txt";
         if (!file_exists(o.suite)) o.suite = CONVGEN_SOURCE_DIR "/bench/layers.txt";
@@ -146,11 +162,14 @@ Options parse_options(int *argc, char **argv) {
 // ---------------------------------------------------------------------------------------------
 // Layers and results.
 
+Options g_opt;
+
 struct LayerCase {
     LayerSpec spec;
     std::string name;
     convgen::RawWeights raw;
     convgen::FoldedWeights weights;
+    convgen::PackedWeights packed;  // `weights` in the kernel's layout, packed once at load time
     Tensor input;
     std::shared_ptr<const convgen::Kernel> kernel;
     double compile_s = 0;
@@ -167,15 +186,18 @@ struct LayerCase {
 
     void ensure_kernel() {
         if (kernel) return;
-        auto compiled = convgen::jit_compile(spec);
+        convgen::CompileOptions options;
+        options.target = g_opt.convgen_target;
+        auto compiled = convgen::jit_compile(spec, options);
         kernel = compiled.kernel;
         compile_s = compiled.compile_seconds;
+        packed = kernel->pack(weights);
     }
 
     const Tensor &output() {
         if (!have_out) {
             ensure_kernel();
-            convgen_out = kernel->run(input, weights);
+            convgen_out = kernel->run(input, packed);
             have_out = true;
         }
         return convgen_out;
@@ -187,6 +209,9 @@ struct Result {
     std::string message;  // n/a reason or error
     double median_s = 0;
     int runs = 0;
+    double cores = 0;   // CPU time / wall time of the process during the timed passes
+    double others = 0;  // CPUs used by other processes meanwhile
+    double canary = 1;  // FMA probe around the timed passes / the run's peak
     bool check_ok = true;
     double max_err = 0, tol = 0;
     bool fused = true;
@@ -202,7 +227,6 @@ struct Machine {
     double peak_after = 0;  // re-measured after the layers, to detect contention
 };
 
-Options g_opt;
 std::vector<LayerCase> g_layers;
 std::map<int, Machine> g_machine;                     // by thread count
 std::map<std::tuple<size_t, int, int>, Result> g_results;  // (layer, impl, threads)
@@ -212,16 +236,42 @@ int g_cpus = 1;
 struct Timing {
     double median = 0;
     int runs = 0;
+    double cores = 0;  // process CPU time / wall time over the timed passes: the threads really used
+    double others = 0;  // CPUs busy with other processes during the timed passes (contention)
+    double canary = 0;  // FMA rate just before and after (the lower), as a fraction of the run's peak
 };
+
+// Busy CPU seconds of the whole machine (all processes), from /proc/stat; -1 if unreadable.
+double system_busy_seconds() {
+    std::ifstream f("/proc/stat");
+    std::string cpu;
+    unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    if (!(f >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal) || cpu != "cpu") return -1;
+    return double(user + nice + system + irq + softirq + steal) / double(sysconf(_SC_CLK_TCK));
+}
+
+double process_cpu_seconds() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
 
 // Warm-up (at least 2 passes and 10% of the budget), then timed passes until both `seconds` and
 // 5 passes are reached (at most 100000); the median of the per-pass wall times.
+// A 10 ms FMA probe on `threads` threads, as a fraction of the peak measured at the start.
+// It catches what /proc/stat cannot: a slower machine (a busy VM host, clock changes).
+double canary(int threads);
+
 template <typename F>
-Timing time_median(F &&fn, double seconds) {
+Timing time_median(F &&fn, double seconds, int threads) {
+    const double canary_before = canary(threads);
     auto t0 = Clock::now();
     for (int w = 0; w < 2 || std::chrono::duration<double>(Clock::now() - t0).count() < 0.1 * seconds; ++w) fn();
     std::vector<double> samples;
     double total = 0;
+    const double cpu0 = process_cpu_seconds();
+    const double busy0 = system_busy_seconds();
+    const auto wall0 = Clock::now();
     while ((samples.size() < 5 || total < seconds) && samples.size() < 100000) {
         const auto a = Clock::now();
         fn();
@@ -229,12 +279,23 @@ Timing time_median(F &&fn, double seconds) {
         samples.push_back(dt);
         total += dt;
     }
+    const double wall = std::chrono::duration<double>(Clock::now() - wall0).count();
+    const double cpu = process_cpu_seconds() - cpu0;
+    const double busy = system_busy_seconds() - busy0;
     std::sort(samples.begin(), samples.end());
     const size_t m = samples.size();
     Timing t;
+    t.cores = cpu / wall;
+    t.others = busy0 < 0 ? 0 : std::max(0.0, (busy - cpu) / wall);
+    t.canary = std::min(canary_before, canary(threads));
     t.median = m % 2 ? samples[m / 2] : 0.5 * (samples[m / 2 - 1] + samples[m / 2]);
     t.runs = static_cast<int>(m);
     return t;
+}
+
+double canary(int threads) {
+    const double peak = g_machine[threads].peak.gflops;
+    return peak > 0 ? convgen_bench::measure_fma_peak(threads, 0.01, 1).gflops / peak : 1.0;
 }
 
 void set_common_counters(benchmark::State &state, const LayerCase &lc, int threads, const Timing &t) {
@@ -243,6 +304,9 @@ void set_common_counters(benchmark::State &state, const LayerCase &lc, int threa
     state.counters["GFLOPS"] = gflops;
     state.counters["pct_peak"] = 100.0 * gflops / g_machine[threads].peak.gflops;
     state.counters["runs"] = t.runs;
+    state.counters["cpu_cores"] = t.cores;
+    state.counters["other_cores"] = t.others;
+    state.counters["canary_pct"] = 100 * t.canary;
     state.counters["flops"] = lc.spec.flops();
     state.counters["bytes"] = lc.bytes();
 }
@@ -266,7 +330,7 @@ void bench_convgen(benchmark::State &state, size_t li, int threads) {
         }
         convgen::set_num_threads(threads);
         Tensor out(lc.spec.output_shape());
-        t = time_median([&] { lc.kernel->run(lc.input, lc.weights, out); }, g_opt.seconds);
+        t = time_median([&] { lc.kernel->run(lc.input, lc.packed, out); }, g_opt.seconds, threads);
     } catch (const std::exception &e) {
         r.error = true;
         r.message = e.what();
@@ -283,6 +347,9 @@ void bench_convgen(benchmark::State &state, size_t li, int threads) {
     r.ran = true;
     r.median_s = t.median;
     r.runs = t.runs;
+    r.cores = t.cores;
+    r.others = t.others;
+    r.canary = t.canary;
     r.check_ok = lc.ref_ok;
     r.max_err = lc.ref_err;
     r.tol = lc.ref_tol;
@@ -316,7 +383,7 @@ void bench_peer(benchmark::State &state, size_t li, Impl impl, int threads) {
                          kImplName[impl], lc.name.c_str(), threads, r.max_err, r.tol, kImplName[impl],
                          r.describe.c_str());
         }
-        t = time_median([&] { b->run(); }, g_opt.seconds);
+        t = time_median([&] { b->run(); }, g_opt.seconds, threads);
     } catch (const convgen_bench::Unsupported &e) {
         r.na = true;
         r.message = e.what();
@@ -340,6 +407,9 @@ void bench_peer(benchmark::State &state, size_t li, Impl impl, int threads) {
     r.ran = true;
     r.median_s = t.median;
     r.runs = t.runs;
+    r.cores = t.cores;
+    r.others = t.others;
+    r.canary = t.canary;
     std::string label = r.describe;
     if (!r.fused) label = "UNFUSED activation: " + label;
     if (!r.check_ok) label = "MISMATCH vs convgen; " + label;
@@ -367,6 +437,7 @@ void print_table(FILE *out) {
     size_t width = 14;
     for (const auto &lc : g_layers) width = std::max(width, lc.name.size());
     std::vector<std::string> failures;
+    bool contended_entries = false;
     for (int threads : g_opt.threads) {
         const Machine &m = g_machine[threads];
         std::fprintf(out, "\n== %d thread%s: FMA peak %.1f GFLOP/s (%s, %.1f per thread), triad %.1f GB/s ==\n",
@@ -397,9 +468,23 @@ void print_table(FILE *out) {
             auto gflops = [&](const Result *r) { return lc.spec.flops() / r->median_s * 1e-9; };
             std::string check;
             std::fprintf(out, "%-*s %8.1f |", int(width), lc.name.c_str(), lc.spec.flops() * 1e-6);
+            // More CPU time than the thread count allows means the thread setting did not apply.
+            // CPUs busy with other processes while timing: that entry's time is not to be trusted.
+            auto overused = [&](const Result *r, const char *who) {
+                if (r->cores > threads + 0.25) check += std::string(" ") + who + " used " + fmt("%.1f", r->cores) + " cores!";
+                if (r->others > 0.15) {
+                    check += std::string(" ") + who + " contended(" + fmt("%.1f", r->others) + " CPU)";
+                    contended_entries = true;
+                }
+                if (r->canary < 0.9) {
+                    check += std::string(" ") + who + " slow-machine(" + fmt("%.0f", 100 * r->canary) + "%)";
+                    contended_entries = true;
+                }
+            };
             if (cg_ok) {
                 std::fprintf(out, " %9.3f %7.1f %5.1f%%", cg->median_s * 1e3, gflops(cg), 100 * gflops(cg) / peak);
                 if (!cg->check_ok) check += " convgen!=ref";
+                overused(cg, "convgen");
             } else {
                 std::fprintf(out, " %9s %7s %6s", cg && cg->error ? "error" : "-", "", "");
                 if (cg && cg->error) failures.push_back(lc.name + " convgen: " + cg->message);
@@ -419,6 +504,7 @@ void print_table(FILE *out) {
                     if (!r->check_ok) {
                         check += std::string(" ") + kImplName[impl] + " MISMATCH(" + fmt("%.2g", r->max_err) + ")";
                     }
+                    overused(r, kImplName[impl]);
                 } else {
                     std::fprintf(out, " | %9s %6s %8s", r && r->na ? "n/a" : (r && r->error ? "error" : "-"), "", "");
                     if (r && (r->na || r->error)) failures.push_back(lc.name + " " + kImplName[impl] + ": " + r->message);
@@ -462,9 +548,9 @@ void print_table(FILE *out) {
         if (m.peak.gflops < 0.85 * expect || m.peak_after < 0.85 * expect) contended = true;
     }
     std::fprintf(out, "  (%d CPUs)\n", g_cpus);
-    if (contended) {
-        std::fprintf(out, "*** WARNING: the FMA peak did not scale with the thread count or dropped during the run: "
-                          "another process was using the CPUs; these timings are unreliable. ***\n");
+    if (contended || contended_entries) {
+        std::fprintf(out, "*** WARNING: another process was using the CPUs (the FMA peak did not scale or dropped, or "
+                          "entries are marked 'contended' or 'slow-machine'): those timings are unreliable. ***\n");
     }
     if (!failures.empty()) {
         std::fprintf(out, "\nnot measured:\n");
@@ -519,6 +605,10 @@ int main(int argc, char **argv) {
         return 2;
     }
 
+    // Size convgen's pool before any kernel runs: a Halide pool that has started with more threads
+    // does not shrink (see --threads), and one started before set_num_threads uses one per core.
+    convgen::set_num_threads(g_opt.threads.front());
+
     // The machine, measured in this process before the layers.
     g_cpus = std::max(1u, std::thread::hardware_concurrency());
     for (int threads : g_opt.threads) {
@@ -529,13 +619,13 @@ int main(int argc, char **argv) {
         const std::string t = std::to_string(threads);
         benchmark::AddCustomContext("fma_peak_gflops_t" + t, fmt("%.2f", m.peak.gflops));
         benchmark::AddCustomContext("triad_gbs_t" + t, fmt("%.2f", m.triad_gbs));
-        benchmark::AddCustomContext("fma_isa", m.peak.isa);
     }
+    benchmark::AddCustomContext("fma_isa", g_machine.begin()->second.peak.isa);
     std::string thread_list;
     for (int t : g_opt.threads) thread_list += (thread_list.empty() ? "" : ",") + std::to_string(t);
     benchmark::AddCustomContext("convgen_threads", thread_list);
     benchmark::AddCustomContext("convgen_suite", g_opt.layers.empty() ? g_opt.suite : "--layer");
-    benchmark::AddCustomContext("convgen_target", convgen::host_target_string());
+    benchmark::AddCustomContext("convgen_target", g_opt.convgen_target);
     benchmark::AddCustomContext("convgen_seconds_per_entry", fmt("%g", g_opt.seconds));
     benchmark::AddCustomContext("timing", "real_time = median wall time of one forward pass (manual time)");
 

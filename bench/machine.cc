@@ -96,7 +96,7 @@ double run_parallel(int threads, Fn fn) {
 
 }  // namespace
 
-FmaPeak measure_fma_peak(int threads, double seconds) {
+FmaPeak measure_fma_peak(int threads, double seconds, int reps) {
     FmaPeak result;
     float (*kernel)(int64_t) = fma_chains_scalar;
     double flops_per_iter = kFlopsPerIterScalar;
@@ -112,11 +112,11 @@ FmaPeak measure_fma_peak(int threads, double seconds) {
         result.isa = "avx2+fma";
     }
     // Calibrate on one thread, then size each run to about `seconds`.
-    int64_t iters = 1 << 20;
+    int64_t iters = 1 << 18;
     double t = run_parallel(1, [&](int) { return kernel(iters); });
     iters = std::max<int64_t>(iters, static_cast<int64_t>(iters * seconds / std::max(t, 1e-6)));
     double best = 0;
-    for (int rep = 0; rep < 5; ++rep) {
+    for (int rep = 0; rep < reps; ++rep) {
         t = run_parallel(threads, [&](int) { return kernel(iters); });
         best = std::max(best, flops_per_iter * double(iters) * threads / t * 1e-9);
     }

@@ -13,8 +13,8 @@ struct FmaPeak {
 
 // Each of `threads` threads runs independent FMA chains (24 x __m512 with AVX-512, else
 // 12 x __m256 with AVX2+FMA: more chains than FMA latency x FMA ports) for about `seconds`;
-// best of 5. FLOPs = 2 per lane per FMA.
-FmaPeak measure_fma_peak(int threads, double seconds = 0.1);
+// best of `reps`. FLOPs = 2 per lane per FMA.
+FmaPeak measure_fma_peak(int threads, double seconds = 0.1, int reps = 5);
 
 // a[i] = b[i] + s * c[i] over three 64 MiB float arrays split among `threads` threads (first
 // touch by the thread that uses them); best of 5; bytes = 3 x 4 x N (STREAM's count, write

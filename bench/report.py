@@ -47,7 +47,8 @@ def load_bench(path):
         else:
             scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b.get("time_unit", "ns")]
             r["ms"] = b["real_time"] * scale
-            for k in ("GFLOPS", "pct_peak", "flops", "bytes", "check_ok", "max_err", "act_fused", "ref_ok"):
+            for k in ("GFLOPS", "pct_peak", "flops", "bytes", "check_ok", "max_err", "act_fused", "ref_ok",
+                      "cpu_cores", "other_cores"):
                 if k in b:
                     r[k] = b[k]
         rows[key] = r
@@ -116,7 +117,11 @@ def markdown(ctx, rows, order, threads, machine, torch_ms, torch_ctx):
             if cg_ok:
                 cells += ["%.3f" % cg["ms"], "%.1f" % cg["GFLOPS"], "%.1f%%" % cg["pct_peak"]]
                 if cg.get("ref_ok") == 0:
-                    checks.append("convgen != reference")
+                    checks.append("**convgen != reference**")
+                if cg.get("cpu_cores", 0) > t + 0.25:
+                    checks.append("**convgen used %.1f cores**" % cg["cpu_cores"])
+                if cg.get("other_cores", 0) > 0.15:
+                    checks.append("**convgen contended**")
             else:
                 cells += [("error" if cg else "-"), "", ""]
             for impl in PEERS:
@@ -130,6 +135,10 @@ def markdown(ctx, rows, order, threads, machine, torch_ms, torch_ctx):
                         sp = "%.2fx" % (r["ms"] / cg["ms"])
                         ratios[impl].append(r["ms"] / cg["ms"])
                     cells += ["%.3f%s" % (r["ms"], star), "%.1f%%" % r["pct_peak"], sp]
+                    if r.get("cpu_cores", 0) > t + 0.25:
+                        checks.append("**%s used %.1f cores**" % (LABEL[impl], r["cpu_cores"]))
+                    if r.get("other_cores", 0) > 0.15:
+                        checks.append("**%s contended**" % LABEL[impl])
                     if r.get("check_ok") == 0:
                         checks.append("**%s MISMATCH** (max err %.2g)" % (LABEL[impl], r.get("max_err", float("nan"))))
                 else:

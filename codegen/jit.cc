@@ -87,13 +87,17 @@ std::shared_ptr<const Kernel> compile_uncached(const LayerSpec &spec, const Hali
                                                const ScheduleParams &params) {
     std::lock_guard<std::mutex> lock(compile_mutex());
     try {
-        LayerAlgorithm alg = define_algorithm(spec);
+        const WeightLayout layout = weight_layout_for(spec, params);
+        LayerAlgorithm alg = define_algorithm(spec, layout);
         apply_schedule(alg, params, target);
-        Halide::Module module = alg.pipeline().compile_to_module(alg.arguments(), "convgen_kernel", target);
+        // The `jit` feature links the kernel against the process-wide shared JIT runtime (one
+        // thread pool, sized by set_num_threads) instead of a private runtime copy per kernel.
+        const Halide::Target jit_target = target.with_feature(Halide::Target::JIT);
+        Halide::Module module = alg.pipeline().compile_to_module(alg.arguments(), "convgen_kernel", jit_target);
         auto jit = std::make_shared<Halide::Internal::JITModule>(module, module.get_function_by_name("convgen_kernel"));
         auto entry = reinterpret_cast<KernelEntry>(jit->argv_function());
         apply_thread_count_locked();
-        KernelInfo info{spec, target.to_string(), params.to_string(), "jit"};
+        KernelInfo info{spec, target.to_string(), params.to_string(), "jit", layout};
         return std::make_shared<const Kernel>(entry, std::move(info), std::static_pointer_cast<void>(jit));
     } catch (const Halide::Error &e) {
         throw Error("Halide failed to compile '" + spec.to_string() + "' for " + target.to_string() + ": " + e.what());
@@ -142,11 +146,12 @@ std::string explain(const LayerSpec &spec, const CompileOptions &options) {
     os << "spec:     " << spec.to_string() << "\n";
     os << "target:   " << target.to_string() << " (ISA family " << isa_family_name(isa_family_of(target)) << ")\n";
     os << "schedule: " << params.to_string() << (options.has_schedule ? " (given)" : " (heuristic)") << "\n";
+    os << "weights:  " << weight_layout_name(weight_layout_for(spec, params)) << " layout\n";
     os << "macs:     " << spec.macs() << "\n";
     os << "loop nest:\n";
     std::lock_guard<std::mutex> lock(compile_mutex());
     try {
-        LayerAlgorithm alg = define_algorithm(spec);
+        LayerAlgorithm alg = define_algorithm(spec, weight_layout_for(spec, params));
         apply_schedule(alg, params, target);
         // Halide 14 prints the loop nest through its debug stream (std::cerr); capture it.
         std::ostringstream nest;
@@ -171,7 +176,7 @@ void write_assembly(const LayerSpec &spec, const CompileOptions &options, const 
     const ScheduleParams params = schedule_for(spec, options, target);
     std::lock_guard<std::mutex> lock(compile_mutex());
     try {
-        LayerAlgorithm alg = define_algorithm(spec);
+        LayerAlgorithm alg = define_algorithm(spec, weight_layout_for(spec, params));
         apply_schedule(alg, params, target);
         alg.pipeline().compile_to_assembly(path, alg.arguments(), "convgen_kernel", target);
     } catch (const Halide::Error &e) {

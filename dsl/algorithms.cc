@@ -69,9 +69,11 @@ std::vector<Argument> LayerAlgorithm::arguments() const {
     return {input, weight, bias, pw_weight, pw_bias};
 }
 
-LayerAlgorithm define_algorithm(const LayerSpec &spec) {
+LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layout) {
     LayerAlgorithm a;
     a.spec = spec;
+    a.weight_layout = weight_layout;
+    const bool co_inner = weight_layout == WeightLayout::ChannelsInnermost;
     const int oh = spec.out_h(), ow = spec.out_w();
     const bool nchw = spec.layout == Layout::NCHW;
     Var c = a.c, x = a.x, y = a.y, n = a.n;
@@ -108,34 +110,49 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec) {
 
     if (spec.kind == LayerKind::Conv) {
         const int cig = spec.c1 / spec.g, cog = spec.c2 / spec.g;
+        a.r = RDom(0, spec.k, 0, spec.k, 0, cig, "r");
         a.weight = ImageParam(Float(32), 4, "weight");
-        constrain_dense(a.weight, {spec.k, spec.k, cig, spec.c2});
+        if (co_inner) {
+            constrain_dense(a.weight, {spec.c2, cig, spec.k, spec.k});
+        } else {
+            constrain_dense(a.weight, {spec.k, spec.k, cig, spec.c2});
+        }
+        Expr w = co_inner ? a.weight(c, a.r.z, a.r.x, a.r.y) : a.weight(a.r.x, a.r.y, a.r.z, c);
         a.bias = ImageParam(Float(32), 1, "bias");
         constrain_dense(a.bias, {spec.c2});
 
-        a.r = RDom(0, spec.k, 0, spec.k, 0, cig, "r");
         Expr in_c = (c / cog) * cig + a.r.z;
         a.def(a.conv) = a.bias(c);
-        a.def(a.conv) += a.weight(a.r.x, a.r.y, a.r.z, c) * window(in_c, a.r.x, a.r.y);
+        a.def(a.conv) += w * window(in_c, a.r.x, a.r.y);
         a.def(a.output) = activation_expr(spec.act, a.at(a.conv, c, x, y, n), spec.alpha);
     } else {
         a.weight = ImageParam(Float(32), 3, "dw_weight");
-        constrain_dense(a.weight, {spec.k, spec.k, spec.c1});
+        if (co_inner) {
+            constrain_dense(a.weight, {spec.c1, spec.k, spec.k});
+        } else {
+            constrain_dense(a.weight, {spec.k, spec.k, spec.c1});
+        }
         a.bias = ImageParam(Float(32), 1, "dw_bias");
         constrain_dense(a.bias, {spec.c1});
         a.pw_weight = ImageParam(Float(32), 2, "pw_weight");
-        constrain_dense(a.pw_weight, {spec.c1, spec.c2});
+        if (co_inner) {
+            constrain_dense(a.pw_weight, {spec.c2, spec.c1});
+        } else {
+            constrain_dense(a.pw_weight, {spec.c1, spec.c2});
+        }
         a.pw_bias = ImageParam(Float(32), 1, "pw_bias");
         constrain_dense(a.pw_bias, {spec.c2});
 
         a.r = RDom(0, spec.k, 0, spec.k, "r");
         a.def(a.dw_acc) = a.bias(c);
-        a.def(a.dw_acc) += a.weight(a.r.x, a.r.y, c) * window(c, a.r.x, a.r.y);
+        Expr dw_w = co_inner ? a.weight(c, a.r.x, a.r.y) : a.weight(a.r.x, a.r.y, c);
+        a.def(a.dw_acc) += dw_w * window(c, a.r.x, a.r.y);
         a.def(a.depthwise) = activation_expr(spec.dw_act, a.at(a.dw_acc, c, x, y, n), spec.alpha);
 
         a.r_pw = RDom(0, spec.c1, "r_pw");
         a.def(a.pointwise) = a.pw_bias(c);
-        a.def(a.pointwise) += a.pw_weight(a.r_pw.x, c) * a.at(a.depthwise, a.r_pw.x, x, y, n);
+        Expr pw_w = co_inner ? a.pw_weight(c, a.r_pw.x) : a.pw_weight(a.r_pw.x, c);
+        a.def(a.pointwise) += pw_w * a.at(a.depthwise, a.r_pw.x, x, y, n);
         a.def(a.output) = activation_expr(spec.act, a.at(a.pointwise, c, x, y, n), spec.alpha);
     }
 

@@ -6,16 +6,19 @@
 #include <Halide.h>
 
 #include "dsl/layer_spec.h"
+#include "dsl/weight_layout.h"
 
 namespace convgen {
 
 // Argument order of every compiled kernel (JIT and AOT alike):
 //   conv:   input, weight, bias, output
 //   dwconv: input, dw_weight, dw_bias, pw_weight, pw_bias, output
-// Weights are BN-folded, in PyTorch's order: conv weight [c2][c1/g][k][k] (Halide dims kx, ky, ci, co),
-// depthwise weight [c1][k][k] (kx, ky, c), pointwise weight [c2][c1] (ci, co), biases [c].
+// Weights are BN-folded, in the kernel's WeightLayout (dsl/weight_layout.h): PyTorch's order, conv
+// [c2][c1/g][k][k] (Halide dims kx, ky, ci, co), depthwise [c1][k][k] (kx, ky, c), pointwise [c2][c1]
+// (ci, co); or output channels innermost (Halide dims co first). Biases are [c].
 struct LayerAlgorithm {
     LayerSpec spec;
+    WeightLayout weight_layout = WeightLayout::PyTorch;
     Halide::Var c{"c"}, x{"x"}, y{"y"}, n{"n"};
 
     Halide::ImageParam input, weight, bias;        // weight/bias: the conv, or the depthwise stage of dwconv
@@ -44,7 +47,7 @@ struct LayerAlgorithm {
     Halide::Pipeline pipeline() const { return Halide::Pipeline(output); }
 };
 
-LayerAlgorithm define_algorithm(const LayerSpec &spec);
+LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layout = WeightLayout::PyTorch);
 
 // The activation in Halide, matching PyTorch's float32 definitions.
 Halide::Expr activation_expr(Activation act, Halide::Expr v, float alpha);

@@ -45,7 +45,7 @@ void check_size(const char *what, size_t got, int64_t want) {
 
 }  // namespace
 
-void Kernel::run(const Tensor &input, const FoldedWeights &weights, Tensor &output) const {
+void Kernel::run(const Tensor &input, const PackedWeights &weights, Tensor &output) const {
     const LayerSpec &s = info_.spec;
     if (input.shape != s.input_shape()) {
         throw Error("input shape " + shape_to_string(input.shape) + " does not match the layer's " +
@@ -55,13 +55,19 @@ void Kernel::run(const Tensor &input, const FoldedWeights &weights, Tensor &outp
     if (output.shape != s.output_shape() || static_cast<int64_t>(output.data.size()) != Tensor::element_count(s.output_shape())) {
         output = Tensor(s.output_shape());
     }
+    if (weights.layout != info_.weight_layout) {
+        throw Error(std::string("weights are packed as ") + weight_layout_name(weights.layout) + " but the kernel takes " +
+                    weight_layout_name(info_.weight_layout) + " (use Kernel::pack)");
+    }
+    const bool co_inner = info_.weight_layout == WeightLayout::ChannelsInnermost;
     DenseBuffer in(input.data.data(), activation_extents(s, s.c1, s.h, s.w));
     DenseBuffer out(output.data.data(), activation_extents(s, s.c2, s.out_h(), s.out_w()));
     int rc = 0;
     if (s.kind == LayerKind::Conv) {
         check_size("weight", weights.weight.size(), int64_t(s.c2) * (s.c1 / s.g) * s.k * s.k);
         check_size("bias", weights.bias.size(), s.c2);
-        DenseBuffer w(weights.weight.data(), {s.k, s.k, s.c1 / s.g, s.c2});
+        DenseBuffer w(weights.weight.data(), co_inner ? std::vector<int>{s.c2, s.c1 / s.g, s.k, s.k}
+                                                      : std::vector<int>{s.k, s.k, s.c1 / s.g, s.c2});
         DenseBuffer b(weights.bias.data(), {s.c2});
         void *args[] = {&in.buf, &w.buf, &b.buf, &out.buf};
         rc = entry_(args);
@@ -70,9 +76,9 @@ void Kernel::run(const Tensor &input, const FoldedWeights &weights, Tensor &outp
         check_size("depthwise bias", weights.bias.size(), s.c1);
         check_size("pointwise weight", weights.pw_weight.size(), int64_t(s.c2) * s.c1);
         check_size("pointwise bias", weights.pw_bias.size(), s.c2);
-        DenseBuffer w(weights.weight.data(), {s.k, s.k, s.c1});
+        DenseBuffer w(weights.weight.data(), co_inner ? std::vector<int>{s.c1, s.k, s.k} : std::vector<int>{s.k, s.k, s.c1});
         DenseBuffer b(weights.bias.data(), {s.c1});
-        DenseBuffer pw(weights.pw_weight.data(), {s.c1, s.c2});
+        DenseBuffer pw(weights.pw_weight.data(), co_inner ? std::vector<int>{s.c2, s.c1} : std::vector<int>{s.c1, s.c2});
         DenseBuffer pb(weights.pw_bias.data(), {s.c2});
         void *args[] = {&in.buf, &w.buf, &b.buf, &pw.buf, &pb.buf, &out.buf};
         rc = entry_(args);
@@ -83,7 +89,7 @@ void Kernel::run(const Tensor &input, const FoldedWeights &weights, Tensor &outp
     }
 }
 
-Tensor Kernel::run(const Tensor &input, const FoldedWeights &weights) const {
+Tensor Kernel::run(const Tensor &input, const PackedWeights &weights) const {
     Tensor out(info_.spec.output_shape());
     run(input, weights, out);
     return out;

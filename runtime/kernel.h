@@ -20,6 +20,7 @@ struct KernelInfo {
     std::string target;    // Halide target string the code was compiled for
     std::string schedule;  // ScheduleParams text
     std::string origin;    // "jit" or "aot"
+    WeightLayout weight_layout = WeightLayout::PyTorch;  // what run() expects (see pack())
 };
 
 class Kernel {
@@ -30,10 +31,15 @@ public:
     const KernelInfo &info() const { return info_; }
     const LayerSpec &spec() const { return info_.spec; }
 
+    // Reorders folded weights into this kernel's layout: do it once, at load time.
+    PackedWeights pack(const FoldedWeights &weights) const { return pack_weights(info_.spec, weights, info_.weight_layout); }
+
     // Checks every shape against the spec, then runs. Thread-safe: all state is per call.
-    void run(const Tensor &input, const FoldedWeights &weights, Tensor &output) const;
-    // Allocates the output.
-    Tensor run(const Tensor &input, const FoldedWeights &weights) const;
+    void run(const Tensor &input, const PackedWeights &weights, Tensor &output) const;
+    Tensor run(const Tensor &input, const PackedWeights &weights) const;  // allocates the output
+    // Convenience: packs the weights on every call (use pack() + the overloads above in a loop).
+    Tensor run(const Tensor &input, const FoldedWeights &weights) const { return run(input, pack(weights)); }
+    void run(const Tensor &input, const FoldedWeights &weights, Tensor &output) const { run(input, pack(weights), output); }
 
 private:
     KernelEntry entry_;

@@ -219,4 +219,43 @@ RawWeights random_raw_weights(const LayerSpec &spec, unsigned seed) {
     return raw;
 }
 
+PackedWeights pack_weights(const LayerSpec &spec, const FoldedWeights &folded, WeightLayout layout) {
+    PackedWeights packed;
+    packed.layout = layout;
+    packed.bias = folded.bias;
+    packed.pw_bias = folded.pw_bias;
+    if (layout == WeightLayout::PyTorch) {
+        packed.weight = folded.weight;
+        packed.pw_weight = folded.pw_weight;
+        return packed;
+    }
+    // Moves the outermost (output channel) index innermost: [outer][inner] -> [inner][outer].
+    auto transpose = [](const std::vector<float> &src, size_t outer, size_t inner) {
+        if (src.size() != outer * inner) throw Error("pack_weights: weight has " + std::to_string(src.size()) +
+                                                     " elements, expected " + std::to_string(outer * inner));
+        std::vector<float> dst(src.size());
+        for (size_t o = 0; o < outer; ++o)
+            for (size_t i = 0; i < inner; ++i) dst[i * outer + o] = src[o * inner + i];
+        return dst;
+    };
+    const size_t kk = size_t(spec.k) * spec.k;
+    if (spec.kind == LayerKind::Conv) {
+        // [c2][c1/g][k][k] -> [k][k][c1/g][c2]: ci-major within a tap first, then channels innermost.
+        const size_t cig = size_t(spec.c1 / spec.g);
+        std::vector<float> per_tap(folded.weight.size());  // [c2][k][k][cig]
+        if (folded.weight.size() != size_t(spec.c2) * cig * kk) {
+            throw Error("pack_weights: conv weight has " + std::to_string(folded.weight.size()) + " elements, expected " +
+                        std::to_string(size_t(spec.c2) * cig * kk));
+        }
+        for (size_t o = 0; o < size_t(spec.c2); ++o)
+            for (size_t i = 0; i < cig; ++i)
+                for (size_t t = 0; t < kk; ++t) per_tap[(o * kk + t) * cig + i] = folded.weight[(o * cig + i) * kk + t];
+        packed.weight = transpose(per_tap, spec.c2, kk * cig);
+    } else {
+        packed.weight = transpose(folded.weight, spec.c1, kk);
+        packed.pw_weight = transpose(folded.pw_weight, spec.c2, spec.c1);
+    }
+    return packed;
+}
+
 }  // namespace convgen

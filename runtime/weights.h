@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "dsl/layer_spec.h"
+#include "dsl/weight_layout.h"
 #include "runtime/safetensors.h"
 
 namespace convgen {
@@ -41,6 +42,14 @@ RawWeights load_raw_weights(const LayerSpec &spec, const SafeTensorsFile &file, 
 void check_raw_weights(const LayerSpec &spec, const RawWeights &raw);
 
 FoldedWeights fold_batchnorm(const LayerSpec &spec, const RawWeights &raw);
+
+// Folded weights reordered into the layout a kernel takes; done once, at load time.
+struct PackedWeights {
+    WeightLayout layout = WeightLayout::PyTorch;
+    std::vector<float> weight, bias, pw_weight, pw_bias;  // as FoldedWeights, in `layout`
+};
+
+PackedWeights pack_weights(const LayerSpec &spec, const FoldedWeights &folded, WeightLayout layout);
 
 // Deterministic random weights (uniform, BN with positive variance), for tests and benchmarks.
 RawWeights random_raw_weights(const LayerSpec &spec, unsigned seed);

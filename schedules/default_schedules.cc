@@ -47,7 +47,28 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
     Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo"), yi("yi"), t("t");
     RVar rx = a.r.x, ry = a.r.y, rc = a.r.z;
     const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
-    if (s.layout == Layout::NCHW) {
+    if (s.layout == Layout::NCHW && p.vectorize_channels && channel_vectorization_supported(s)) {
+        // NCHW with rows too short for x vectors: vectorise output channels (weights packed with
+        // channels innermost); each input value is broadcast to a few channel vectors. The tile
+        // is accumulated channel-innermost and scattered to NCHW once, after the reduction.
+        const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
+        const int tx = std::min(p.tile_rows, s.out_w());
+        a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
+            .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
+            .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
+            .reorder(ci, xi, xo, co, yi, yo, a.n)
+            .fuse(yo, a.n, t)
+            .parallel(t)
+            .unroll(xi);
+        vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
+        a.staged.compute_at(a.output, t);
+        if ((s.w + 2 * s.p) / s.s >= p.vector_width) a.staged.vectorize(a.xq, p.vector_width);
+        a.conv.compute_at(a.output, xo).reorder_storage(a.c, a.x, a.y, a.n).unroll(a.x);
+        vectorize_tile(a.conv, a.c, tc.lanes, TailStrategy::GuardWithIf);
+        Stage upd = a.conv.update();
+        upd.reorder(a.c, a.x, rx, ry, rc, a.y, a.n).unroll(a.x);
+        vectorize_tile(upd, a.c, tc.lanes, TailStrategy::GuardWithIf);
+    } else if (s.layout == Layout::NCHW) {
         // Vectorise along output x; the tile's output channels share each input vector load.
         const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
         const int tc = std::min(p.tile_rows, s.c2);
@@ -100,24 +121,44 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     RVar rx = a.r.x, ry = a.r.y, rp = a.r_pw.x;
     const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
     if (s.layout == Layout::NCHW) {
-        const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
+        if (p.vectorize_channels) {
+            // Pointwise vectorised over output channels, for rows too short for x vectors (see
+            // schedule_conv): each depthwise value is broadcast to a few channel vectors.
+            const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
+            const int tx = std::min(p.tile_rows, s.out_w());
+            a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
+                .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
+                .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
+                .reorder(ci, xi, xo, co, yi, yo, a.n)
+                .fuse(yo, a.n, t)
+                .parallel(t)
+                .unroll(xi);
+            vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
+            a.pointwise.compute_at(a.output, xo).reorder_storage(a.c, a.x, a.y, a.n).unroll(a.x);
+            vectorize_tile(a.pointwise, a.c, tc.lanes, TailStrategy::GuardWithIf);
+            Stage pw = a.pointwise.update();
+            pw.reorder(a.c, a.x, rp, a.y, a.n).unroll(a.x);
+            vectorize_tile(pw, a.c, tc.lanes, TailStrategy::GuardWithIf);
+        } else {
+            const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
+            const int tc = std::min(p.tile_rows, s.c2);
+            a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
+                .split(a.c, co, ci, tc, TailStrategy::ShiftInwards)
+                .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
+                .reorder(xi, ci, xo, co, yi, yo, a.n)
+                .fuse(yo, a.n, t)
+                .parallel(t)
+                .unroll(ci);
+            vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
+            a.pointwise.compute_at(a.output, xo).unroll(a.c);
+            vectorize_tile(a.pointwise, a.x, tx.lanes, TailStrategy::GuardWithIf);
+            Stage pw = a.pointwise.update();
+            pw.reorder(a.c, a.x, rp, a.y, a.n).unroll(a.c);
+            vectorize_tile(pw, a.x, tx.lanes, TailStrategy::GuardWithIf);
+        }
+
         // Depthwise tile: up to 4 vectors of one row, all k*k taps unrolled, in registers.
         const VectorTile dtx = vector_tile(s.out_w(), p.vector_width, 4);
-        const int tc = std::min(p.tile_rows, s.c2);
-        a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
-            .split(a.c, co, ci, tc, TailStrategy::ShiftInwards)
-            .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
-            .reorder(xi, ci, xo, co, yi, yo, a.n)
-            .fuse(yo, a.n, t)
-            .parallel(t)
-            .unroll(ci);
-        vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
-        a.pointwise.compute_at(a.output, xo).unroll(a.c);
-        vectorize_tile(a.pointwise, a.x, tx.lanes, TailStrategy::GuardWithIf);
-        Stage pw = a.pointwise.update();
-        pw.reorder(a.c, a.x, rp, a.y, a.n).unroll(a.c);
-        vectorize_tile(pw, a.x, tx.lanes, TailStrategy::GuardWithIf);
-
         a.staged.compute_at(a.output, t);
         if ((s.w + 2 * s.p) / s.s >= p.vector_width) a.staged.vectorize(a.xq, p.vector_width);
         a.depthwise.compute_at(a.output, yi).split(a.x, dxo, dxi, dtx.size, TailStrategy::ShiftInwards);

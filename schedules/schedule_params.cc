@@ -21,7 +21,7 @@ const char *isa_family_name(IsaFamily f) {
 std::string ScheduleParams::to_string() const {
     std::ostringstream os;
     os << "vec=" << vector_width << " tile_vectors=" << tile_vectors << " tile_rows=" << tile_rows
-       << " parallel_rows=" << parallel_rows;
+       << " parallel_rows=" << parallel_rows << " channels=" << vectorize_channels;
     return os.str();
 }
 
@@ -30,7 +30,8 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
     std::map<std::string, int *> fields = {{"vec", &p.vector_width},
                                            {"tile_vectors", &p.tile_vectors},
                                            {"tile_rows", &p.tile_rows},
-                                           {"parallel_rows", &p.parallel_rows}};
+                                           {"parallel_rows", &p.parallel_rows},
+                                           {"channels", &p.vectorize_channels}};
     std::istringstream is(text);
     std::string tok;
     while (is >> tok) {
@@ -46,8 +47,10 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
         } catch (const std::exception &) {
             used = 0;
         }
-        if (used == 0 || used != value.size() || v < 1 || v > 256) {
-            throw Error("schedule parameter '" + it->first + "': '" + value + "' must be an integer in 1..256");
+        const int lowest = it->first == "channels" ? 0 : 1, highest = it->first == "channels" ? 1 : 256;
+        if (used == 0 || used != value.size() || v < lowest || v > highest) {
+            throw Error("schedule parameter '" + it->first + "': '" + value + "' must be an integer in " +
+                        std::to_string(lowest) + ".." + std::to_string(highest));
         }
         *it->second = v;
     }
@@ -64,6 +67,17 @@ int computed_extent(int extent, int tile) { return extent < tile ? extent : ceil
 
 }  // namespace
 
+bool channel_vectorization_supported(const LayerSpec &spec) {
+    // Grouped convs would need a different input channel per lane (a gather); dense convs and the
+    // pointwise stage read one input value per pixel for all output channels.
+    return spec.kind == LayerKind::DepthwisePointwise || spec.g == 1;
+}
+
+WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &params) {
+    const bool channels = spec.layout == Layout::NHWC || (params.vectorize_channels && channel_vectorization_supported(spec));
+    return channels ? WeightLayout::ChannelsInnermost : WeightLayout::PyTorch;
+}
+
 ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     ScheduleParams p;
     switch (isa) {
@@ -79,35 +93,52 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     const int registers = (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 16 : 32;
     const int V = p.vector_width;
     const bool nchw = spec.layout == Layout::NCHW;
-    // The vectorised dimension and the dimension whose elements share each vector load.
-    const int vec_extent = nchw ? spec.out_w() : spec.c2;
-    const int row_extent = nchw ? spec.c2 : spec.out_w();
-    // Grouped NCHW convs: keep a channel tile inside one group so it shares input loads.
     const int group_out = spec.kind == LayerKind::Conv ? spec.c2 / spec.g : spec.c2;
-    const bool tile_within_group = nchw && spec.kind == LayerKind::Conv && spec.g > 1;
-    // Strided convs in NCHW load two vectors and shuffle for each input vector.
-    const double load_cost = 1.0;  // strided inputs are staged by phase, so loads stay unit-stride
 
-    double best = -1;
-    for (int tv = 1; tv <= std::max(1, std::min(8, ceil_div(vec_extent, V))); ++tv) {
-        for (int tr = 1; tr <= 8; ++tr) {
-            if (tv * tr + (nchw ? tr : tv) + 1 > registers) break;
-            if (tr > row_extent) break;
-            if (tile_within_group && group_out % tr != 0) continue;
-            const int tile_v = vec_extent < V ? vec_extent : V * std::min(tv, vec_extent / V);
-            if (vec_extent >= V && tv > vec_extent / V) continue;
-            const double useful = double(vec_extent) * row_extent /
-                                  (double(computed_extent(vec_extent, tile_v)) * computed_extent(row_extent, tr));
-            // FMAs per reduction step against the loads and broadcasts that feed them (2 per cycle each).
-            const double fmas = double(tv) * tr;
-            const double cycles = std::max(fmas, tv * load_cost + tr) / 2.0 + 0.5;
-            const double score = useful * fmas / cycles;
-            if (score > best + 1e-9) {
-                best = score;
-                p.tile_vectors = tv;
-                p.tile_rows = tr;
+    // Scores one way of tiling: `vec_extent` is the vectorised dimension, `row_extent` the one
+    // whose elements share each vector load; the operand reused across the unrolled tile is held
+    // in registers (tr broadcasts when rows hold them, else tv weight vectors).
+    struct Choice {
+        double score = -1;
+        int tv = 1, tr = 1;
+    };
+    auto best_tile = [&](int vec_extent, int row_extent, bool rows_hold_registers, bool rows_within_group) {
+        Choice best;
+        for (int tv = 1; tv <= std::max(1, std::min(8, ceil_div(vec_extent, V))); ++tv) {
+            for (int tr = 1; tr <= 8; ++tr) {
+                if (tv * tr + (rows_hold_registers ? tr : tv) + 1 > registers) break;
+                if (tr > row_extent) break;
+                // Grouped convs: a row tile inside one group shares its input loads.
+                if (rows_within_group && group_out % tr != 0) continue;
+                if (vec_extent >= V && tv > vec_extent / V) continue;
+                const int tile_v = vec_extent < V ? vec_extent : V * tv;
+                const double useful = double(vec_extent) * row_extent /
+                                      (double(computed_extent(vec_extent, tile_v)) * computed_extent(row_extent, tr));
+                // Vectors shorter than a register waste lanes.
+                const double lanes = vec_extent < V ? double(vec_extent) / V : 1.0;
+                // FMAs per reduction step against the loads and broadcasts that feed them (2 per cycle each).
+                const double fmas = double(tv) * tr;
+                const double cycles = std::max(fmas, double(tv + tr)) / 2.0 + 0.5;
+                const double score = useful * lanes * fmas / cycles;
+                if (score > best.score + 1e-9) best = {score, tv, tr};
             }
         }
+        return best;
+    };
+    if (nchw) {
+        const bool grouped = spec.kind == LayerKind::Conv && spec.g > 1;
+        const Choice along_x = best_tile(spec.out_w(), spec.c2, true, grouped);
+        Choice along_c;
+        if (channel_vectorization_supported(spec)) along_c = best_tile(spec.c2, spec.out_w(), false, false);
+        // Channel mode stores NCHW output with scalar scatters: ask for a clear win.
+        const bool channels = along_c.score > 1.15 * along_x.score;
+        p.vectorize_channels = channels ? 1 : 0;
+        p.tile_vectors = channels ? along_c.tv : along_x.tv;
+        p.tile_rows = channels ? along_c.tr : along_x.tr;
+    } else {
+        const Choice along_c = best_tile(spec.c2, spec.out_w(), false, false);
+        p.tile_vectors = along_c.tv;
+        p.tile_rows = along_c.tr;
     }
     // Parallel tasks: enough rows per task to amortise staging the padded input, while leaving
     // at least 8 tasks per core on 2-16 cores where the layer is big enough.

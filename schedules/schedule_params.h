@@ -6,6 +6,7 @@
 #include <string>
 
 #include "dsl/layer_spec.h"
+#include "dsl/weight_layout.h"
 
 namespace convgen {
 
@@ -21,12 +22,22 @@ struct ScheduleParams {
     int tile_rows = 1;
     // Parallel tasks per output: rows of output grouped into one task.
     int parallel_rows = 1;
+    // NCHW only (NHWC always vectorises channels): 0 vectorises along output x, 1 along output
+    // channels (for small images, where rows are shorter than a few vectors).
+    int vectorize_channels = 0;
 
     std::string to_string() const;
     // Inverse of to_string; throws convgen::Error on malformed text.
     static ScheduleParams parse(const std::string &text);
     bool operator==(const ScheduleParams &o) const { return to_string() == o.to_string(); }
 };
+
+// The weight layout a kernel with these parameters takes (output channels innermost when the
+// schedule vectorises over them).
+WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &params);
+
+// Whether a spec supports vectorising NCHW output channels (dense conv or dwconv's pointwise).
+bool channel_vectorization_supported(const LayerSpec &spec);
 
 // Default parameters chosen from the spec and ISA family (no layer names, only sizes).
 ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa);

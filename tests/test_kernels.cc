@@ -144,6 +144,22 @@ std::vector<ScheduleCase> schedule_cases() {
     std::vector<ScheduleCase> cases;
     for (const char *s : specs)
         for (const auto &p : params) cases.push_back({s, p});
+    // NCHW vectorised over output channels (weights packed channels-innermost): dense convs and
+    // dwconv's pointwise stage, with odd channel counts and short rows.
+    const char *channel_specs[] = {"conv c1=6 c2=10 h=9 w=5 k=3", "conv c1=12 c2=37 h=7 w=7 k=3 s=2 act=silu",
+                                   "dwconv c1=11 c2=21 h=13 w=6 k=3", "dwconv c1=24 c2=35 h=6 w=9 k=5 s=2 act=hardswish"};
+    for (const char *s : channel_specs)
+        for (int vec : {4, 8})
+            for (int tv : {1, 3})
+                for (int tr : {1, 4}) {
+                    ScheduleParams p;
+                    p.vector_width = vec;
+                    p.tile_vectors = tv;
+                    p.tile_rows = tr;
+                    p.parallel_rows = 1 + (tv + tr) % 3;
+                    p.vectorize_channels = 1;
+                    cases.push_back({s, p});
+                }
     return cases;
 }
 
