@@ -258,8 +258,8 @@ double process_cpu_seconds() {
 
 // Warm-up (at least 2 passes and 10% of the budget), then timed passes until both `seconds` and
 // 5 passes are reached (at most 100000); the median of the per-pass wall times.
-// A 10 ms FMA probe on `threads` threads, as a fraction of the peak measured at the start.
-// It catches what /proc/stat cannot: a slower machine (a busy VM host, clock changes).
+// A short one-thread FMA probe, as a fraction of the per-thread peak measured at the start. It
+// catches what /proc/stat cannot: a slower machine (a busy VM host, clock changes).
 double canary(int threads);
 
 template <typename F>
@@ -293,9 +293,13 @@ Timing time_median(F &&fn, double seconds, int threads) {
     return t;
 }
 
-double canary(int threads) {
-    const double peak = g_machine[threads].peak.gflops;
-    return peak > 0 ? convgen_bench::measure_fma_peak(threads, 0.01, 1).gflops / peak : 1.0;
+double canary(int) {
+    // One thread, best of 3 x 4 ms, against the per-thread peak of the smallest thread count: a
+    // probe on all the entry's threads would also compete with the pools that the implementation
+    // just used and whose workers still spin (contention from other processes is other_cores).
+    const auto &first = *g_machine.begin();
+    const double peak = first.second.peak.gflops / first.first;
+    return peak > 0 ? convgen_bench::measure_fma_peak(1, 0.004, 3).gflops / peak : 1.0;
 }
 
 void set_common_counters(benchmark::State &state, const LayerCase &lc, int threads, const Timing &t) {

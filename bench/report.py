@@ -48,7 +48,7 @@ def load_bench(path):
             scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b.get("time_unit", "ns")]
             r["ms"] = b["real_time"] * scale
             for k in ("GFLOPS", "pct_peak", "flops", "bytes", "check_ok", "max_err", "act_fused", "ref_ok",
-                      "cpu_cores", "other_cores"):
+                      "cpu_cores", "other_cores", "canary_pct"):
                 if k in b:
                     r[k] = b[k]
         rows[key] = r
@@ -120,7 +120,7 @@ def markdown(ctx, rows, order, threads, machine, torch_ms, torch_ctx):
                     checks.append("**convgen != reference**")
                 if cg.get("cpu_cores", 0) > t + 0.25:
                     checks.append("**convgen used %.1f cores**" % cg["cpu_cores"])
-                if cg.get("other_cores", 0) > 0.15:
+                if cg.get("other_cores", 0) > 0.15 or cg.get("canary_pct", 100) < 90:
                     checks.append("**convgen contended**")
             else:
                 cells += [("error" if cg else "-"), "", ""]
@@ -137,7 +137,7 @@ def markdown(ctx, rows, order, threads, machine, torch_ms, torch_ctx):
                     cells += ["%.3f%s" % (r["ms"], star), "%.1f%%" % r["pct_peak"], sp]
                     if r.get("cpu_cores", 0) > t + 0.25:
                         checks.append("**%s used %.1f cores**" % (LABEL[impl], r["cpu_cores"]))
-                    if r.get("other_cores", 0) > 0.15:
+                    if r.get("other_cores", 0) > 0.15 or r.get("canary_pct", 100) < 90:
                         checks.append("**%s contended**" % LABEL[impl])
                     if r.get("check_ok") == 0:
                         checks.append("**%s MISMATCH** (max err %.2g)" % (LABEL[impl], r.get("max_err", float("nan"))))

@@ -73,12 +73,13 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
         const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
         const int tc = std::min(p.tile_rows, s.c2);
         a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
-            .split(a.c, co, ci, tc, TailStrategy::ShiftInwards)
-            .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
-            .reorder(xi, ci, xo, yi, co, yo, a.n)
-            .fuse(yo, a.n, t)
-            .parallel(t)
-            .unroll(ci);
+            .split(a.c, co, ci, tc, TailStrategy::ShiftInwards);
+        if (p.parallel_channels && s.g > 1) {
+            a.output.reorder(xi, ci, xo, a.y, co, a.n).fuse(co, a.n, t);
+        } else {
+            a.output.split(a.y, yo, yi, rows, TailStrategy::ShiftInwards).reorder(xi, ci, xo, yi, co, yo, a.n).fuse(yo, a.n, t);
+        }
+        a.output.parallel(t).unroll(ci);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
         a.staged.compute_at(a.output, t);
         if ((s.w + 2 * s.p) / s.s >= p.vector_width) a.staged.vectorize(a.xq, p.vector_width);

@@ -21,7 +21,8 @@ const char *isa_family_name(IsaFamily f) {
 std::string ScheduleParams::to_string() const {
     std::ostringstream os;
     os << "vec=" << vector_width << " tile_vectors=" << tile_vectors << " tile_rows=" << tile_rows
-       << " parallel_rows=" << parallel_rows << " channels=" << vectorize_channels;
+       << " parallel_rows=" << parallel_rows << " channels=" << vectorize_channels
+       << " channel_tasks=" << parallel_channels;
     return os.str();
 }
 
@@ -31,7 +32,8 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
                                            {"tile_vectors", &p.tile_vectors},
                                            {"tile_rows", &p.tile_rows},
                                            {"parallel_rows", &p.parallel_rows},
-                                           {"channels", &p.vectorize_channels}};
+                                           {"channels", &p.vectorize_channels},
+                                           {"channel_tasks", &p.parallel_channels}};
     std::istringstream is(text);
     std::string tok;
     while (is >> tok) {
@@ -47,7 +49,8 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
         } catch (const std::exception &) {
             used = 0;
         }
-        const int lowest = it->first == "channels" ? 0 : 1, highest = it->first == "channels" ? 1 : 256;
+        const bool flag = it->first == "channels" || it->first == "channel_tasks";
+        const int lowest = flag ? 0 : 1, highest = flag ? 1 : 256;
         if (used == 0 || used != value.size() || v < lowest || v > highest) {
             throw Error("schedule parameter '" + it->first + "': '" + value + "' must be an integer in " +
                         std::to_string(lowest) + ".." + std::to_string(highest));
@@ -135,6 +138,11 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
         p.vectorize_channels = channels ? 1 : 0;
         p.tile_vectors = channels ? along_c.tv : along_x.tv;
         p.tile_rows = channels ? along_c.tr : along_x.tr;
+        // Grouped convs whose group input (zero-padded) fits comfortably in L2: one task per
+        // channel tile over the whole image, staging just that group (measured 1.3-2x faster on
+        // depthwise and 4-channel groups; slower once the staged group spills out of L2).
+        const double group_bytes = 4.0 * (spec.c1 / spec.g) * (spec.h + 2.0 * spec.p) * (spec.w + 2.0 * spec.p);
+        if (!channels && grouped && group_bytes <= 56 * 1024) p.parallel_channels = 1;
     } else {
         const Choice along_c = best_tile(spec.c2, spec.out_w(), false, false);
         p.tile_vectors = along_c.tv;

@@ -25,6 +25,10 @@ struct ScheduleParams {
     // NCHW only (NHWC always vectorises channels): 0 vectorises along output x, 1 along output
     // channels (for small images, where rows are shorter than a few vectors).
     int vectorize_channels = 0;
+    // Grouped NCHW convs vectorised along x: 1 makes each parallel task one channel tile over the
+    // whole image, staging only its group's input (small, cache-resident, and its loads overlap
+    // with compute); 0 makes each task a block of rows over all channels.
+    int parallel_channels = 0;
 
     std::string to_string() const;
     // Inverse of to_string; throws convgen::Error on malformed text.

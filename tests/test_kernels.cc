@@ -148,6 +148,15 @@ std::vector<ScheduleCase> schedule_cases() {
     // dwconv's pointwise stage, with odd channel counts and short rows.
     const char *channel_specs[] = {"conv c1=6 c2=10 h=9 w=5 k=3", "conv c1=12 c2=37 h=7 w=7 k=3 s=2 act=silu",
                                    "dwconv c1=11 c2=21 h=13 w=6 k=3", "dwconv c1=24 c2=35 h=6 w=9 k=5 s=2 act=hardswish"};
+    // Grouped NCHW convs with one parallel task per channel tile.
+    for (const char *s : {"conv c1=12 c2=18 h=9 w=15 k=3 g=3", "conv c1=10 c2=10 h=11 w=20 k=3 s=2 g=10 act=silu"})
+        for (int tr : {1, 2, 3}) {
+            ScheduleParams p;
+            p.tile_vectors = 2;
+            p.tile_rows = tr;
+            p.parallel_channels = 1;
+            cases.push_back({s, p});
+        }
     for (const char *s : channel_specs)
         for (int vec : {4, 8})
             for (int tv : {1, 3})
