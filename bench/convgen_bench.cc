@@ -52,11 +52,7 @@ struct Options {
     double seconds = 0.5;  // timed seconds per (layer, implementation, threads)
     bool onednn = true, xnnpack = true;
     bool reference = true;  // check convgen against the double-precision reference once per layer
-    // convgen's JIT target. Default: the host target plus Halide's `jit` feature. Without `jit`,
-    // Halide links a private copy of its runtime (and thread pool) into every JIT-compiled kernel,
-    // so convgen::set_num_threads (which sizes the shared JIT runtime's pool) does not reach the
-    // kernels and they always use one thread per core. See bench/README.md.
-    std::string convgen_target;
+    std::string convgen_target;  // convgen's JIT target; empty = the host, as jit_compile defaults
 };
 
 const char *kUsage =
@@ -69,8 +65,7 @@ const char *kUsage =
     "  --peers LIST        onednn,xnnpack (default both; 'none' for convgen alone)\n"
     "  --no_reference      skip checking convgen against the C++ reference (peers are still\n"
     "                      checked against convgen)\n"
-    "  --convgen_target T  Halide target for convgen's JIT (default: host + '-jit', so that the\n"
-    "                      thread count applies; see bench/README.md)\n"
+    "  --convgen_target T  Halide target for convgen's JIT (default: the host)\n"
     "Google Benchmark flags work as usual, e.g. --benchmark_filter=resnext,\n"
     "--benchmark_format=json, --benchmark_out=FILE --benchmark_out_format=json.\n"
     "Exit status: 0, 1 if any output check failed, 2 on bad options or suite.\n";
@@ -151,7 +146,6 @@ Options parse_options(int *argc, char **argv) {
     }
     for (size_t i = 0; i < rest.size(); ++i) argv[i] = rest[i];
     *argc = static_cast<int>(rest.size());
-    if (o.convgen_target.empty()) o.convgen_target = convgen::host_target_string() + "-jit";
     if (o.suite.empty()) {
         o.suite = CONVGEN_SOURCE_DIR "/../shared/bench/layers.txt";
         if (!file_exists(o.suite)) o.suite = CONVGEN_SOURCE_DIR "/bench/layers.txt";
@@ -228,17 +222,18 @@ struct Machine {
 };
 
 std::vector<LayerCase> g_layers;
-std::map<int, Machine> g_machine;                     // by thread count
+std::map<int, Machine> g_machine;                          // by thread count
 std::map<std::tuple<size_t, int, int>, Result> g_results;  // (layer, impl, threads)
 bool g_check_failed = false;
 int g_cpus = 1;
+std::string g_target;  // convgen's target, canonical
 
 struct Timing {
     double median = 0;
     int runs = 0;
-    double cores = 0;  // process CPU time / wall time over the timed passes: the threads really used
+    double cores = 0;   // process CPU time / wall time over the timed passes: the threads really used
     double others = 0;  // CPUs busy with other processes during the timed passes (contention)
-    double canary = 0;  // FMA rate just before and after (the lower), as a fraction of the run's peak
+    double canary = 0;  // one-thread FMA probe before and after (the lower) / the per-thread peak
 };
 
 // Busy CPU seconds of the whole machine (all processes), from /proc/stat; -1 if unreadable.
@@ -256,15 +251,23 @@ double process_cpu_seconds() {
     return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
-// Warm-up (at least 2 passes and 10% of the budget), then timed passes until both `seconds` and
-// 5 passes are reached (at most 100000); the median of the per-pass wall times.
 // A short one-thread FMA probe, as a fraction of the per-thread peak measured at the start. It
-// catches what /proc/stat cannot: a slower machine (a busy VM host, clock changes).
-double canary(int threads);
+// catches what /proc/stat cannot: a slower machine (a busy VM host, clock changes). One thread
+// only: a probe on all the entry's threads would also compete with the pools the implementation
+// just used, whose workers still spin (contention from other processes is measured by
+// system_busy_seconds). Best of 3 x 4 ms.
+double canary() {
+    const auto &first = *g_machine.begin();
+    const double peak = first.second.peak.gflops / first.first;
+    return peak > 0 ? convgen_bench::measure_fma_peak(1, 0.004, 3).gflops / peak : 1.0;
+}
 
+// Warm-up (at least 2 passes and 10% of the budget), then timed passes until both `seconds` and
+// 5 passes are reached (at most 100000); the median of the per-pass wall times, with the machine
+// checks above around them.
 template <typename F>
-Timing time_median(F &&fn, double seconds, int threads) {
-    const double canary_before = canary(threads);
+Timing time_median(F &&fn, double seconds) {
+    const double canary_before = canary();
     auto t0 = Clock::now();
     for (int w = 0; w < 2 || std::chrono::duration<double>(Clock::now() - t0).count() < 0.1 * seconds; ++w) fn();
     std::vector<double> samples;
@@ -287,19 +290,10 @@ Timing time_median(F &&fn, double seconds, int threads) {
     Timing t;
     t.cores = cpu / wall;
     t.others = busy0 < 0 ? 0 : std::max(0.0, (busy - cpu) / wall);
-    t.canary = std::min(canary_before, canary(threads));
+    t.canary = std::min(canary_before, canary());
     t.median = m % 2 ? samples[m / 2] : 0.5 * (samples[m / 2 - 1] + samples[m / 2]);
     t.runs = static_cast<int>(m);
     return t;
-}
-
-double canary(int) {
-    // One thread, best of 3 x 4 ms, against the per-thread peak of the smallest thread count: a
-    // probe on all the entry's threads would also compete with the pools that the implementation
-    // just used and whose workers still spin (contention from other processes is other_cores).
-    const auto &first = *g_machine.begin();
-    const double peak = first.second.peak.gflops / first.first;
-    return peak > 0 ? convgen_bench::measure_fma_peak(1, 0.004, 3).gflops / peak : 1.0;
 }
 
 void set_common_counters(benchmark::State &state, const LayerCase &lc, int threads, const Timing &t) {
@@ -334,7 +328,7 @@ void bench_convgen(benchmark::State &state, size_t li, int threads) {
         }
         convgen::set_num_threads(threads);
         Tensor out(lc.spec.output_shape());
-        t = time_median([&] { lc.kernel->run(lc.input, lc.packed, out); }, g_opt.seconds, threads);
+        t = time_median([&] { lc.kernel->run(lc.input, lc.packed, out); }, g_opt.seconds);
     } catch (const std::exception &e) {
         r.error = true;
         r.message = e.what();
@@ -387,7 +381,7 @@ void bench_peer(benchmark::State &state, size_t li, Impl impl, int threads) {
                          kImplName[impl], lc.name.c_str(), threads, r.max_err, r.tol, kImplName[impl],
                          r.describe.c_str());
         }
-        t = time_median([&] { b->run(); }, g_opt.seconds, threads);
+        t = time_median([&] { b->run(); }, g_opt.seconds);
     } catch (const convgen_bench::Unsupported &e) {
         r.na = true;
         r.message = e.what();
@@ -586,6 +580,7 @@ int main(int argc, char **argv) {
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
 
     try {
+        g_target = convgen::canonical_target(g_opt.convgen_target);
         std::vector<LayerSpec> specs;
         if (g_opt.layers.empty()) {
             specs = convgen::parse_suite_file(g_opt.suite);
@@ -629,7 +624,7 @@ int main(int argc, char **argv) {
     for (int t : g_opt.threads) thread_list += (thread_list.empty() ? "" : ",") + std::to_string(t);
     benchmark::AddCustomContext("convgen_threads", thread_list);
     benchmark::AddCustomContext("convgen_suite", g_opt.layers.empty() ? g_opt.suite : "--layer");
-    benchmark::AddCustomContext("convgen_target", g_opt.convgen_target);
+    benchmark::AddCustomContext("convgen_target", g_target);
     benchmark::AddCustomContext("convgen_seconds_per_entry", fmt("%g", g_opt.seconds));
     benchmark::AddCustomContext("timing", "real_time = median wall time of one forward pass (manual time)");
 

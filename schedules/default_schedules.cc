@@ -150,6 +150,10 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
                 .fuse(yo, a.n, t)
                 .parallel(t)
                 .unroll(ci);
+            // Large pointwise weights: loop channel tiles outside the rows of the task, so each
+            // tile's weights are reused across those rows (the task's depthwise rows are then
+            // all computed first, see below).
+            if (p.depthwise_per_task) a.output.reorder(xi, ci, xo, yi, co, t);
             vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
             a.pointwise.compute_at(a.output, xo).unroll(a.c);
             vectorize_tile(a.pointwise, a.x, tx.lanes, TailStrategy::GuardWithIf);
@@ -162,7 +166,8 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         const VectorTile dtx = vector_tile(s.out_w(), p.vector_width, 4);
         a.staged.compute_at(a.output, t);
         if ((s.w + 2 * s.p) / s.s >= p.vector_width) a.staged.vectorize(a.xq, p.vector_width);
-        a.depthwise.compute_at(a.output, yi).split(a.x, dxo, dxi, dtx.size, TailStrategy::ShiftInwards);
+        const bool per_task = p.depthwise_per_task && !p.vectorize_channels;
+        a.depthwise.compute_at(a.output, per_task ? t : yi).split(a.x, dxo, dxi, dtx.size, TailStrategy::ShiftInwards);
         vectorize_tile(a.depthwise, dxi, dtx.lanes, TailStrategy::ShiftInwards);
         a.dw_acc.compute_at(a.depthwise, dxo);
         vectorize_tile(a.dw_acc, a.x, dtx.lanes, TailStrategy::GuardWithIf);

@@ -157,6 +157,16 @@ std::vector<ScheduleCase> schedule_cases() {
             p.parallel_channels = 1;
             cases.push_back({s, p});
         }
+    // dwconv computing a whole task's depthwise rows before the pointwise channel tiles.
+    for (const char *s : {"dwconv c1=11 c2=21 h=13 w=27 k=3", "dwconv c1=6 c2=9 h=12 w=10 k=3 s=2 act=tanh"})
+        for (int rows : {1, 3, 5}) {
+            ScheduleParams p;
+            p.tile_vectors = 1;
+            p.tile_rows = 3;
+            p.parallel_rows = rows;
+            p.depthwise_per_task = 1;
+            cases.push_back({s, p});
+        }
     for (const char *s : channel_specs)
         for (int vec : {4, 8})
             for (int tv : {1, 3})
