@@ -33,8 +33,10 @@ void constrain_dense(OutputImageParam p, const std::vector<int> &extents) {
 Expr activation_expr(Activation act, Expr v, float alpha) {
     switch (act) {
     case Activation::Identity: return v;
-    case Activation::Relu: return max(v, 0.0f);
-    case Activation::Relu6: return clamp(v, 0.0f, 6.0f);
+    // Written as selects, not max/clamp: PyTorch's relu and relu6 propagate NaN, and x86 max
+    // and min would turn a NaN into the constant.
+    case Activation::Relu: return select(v < 0.0f, 0.0f, v);
+    case Activation::Relu6: return select(v < 0.0f, 0.0f, select(v > 6.0f, 6.0f, v));
     case Activation::Leaky: return select(v > 0.0f, v, v * alpha);
     case Activation::Silu: return v / (1.0f + exp(-v));
     case Activation::Gelu: return 0.5f * v * (1.0f + erf_expr(v * float(M_SQRT1_2)));

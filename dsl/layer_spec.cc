@@ -138,8 +138,9 @@ const char *kind_name(LayerKind k) { return k == LayerKind::Conv ? "conv" : "dwc
 double apply_activation(Activation a, double x, double alpha) {
     switch (a) {
     case Activation::Identity: return x;
-    case Activation::Relu: return x > 0 ? x : 0.0;
-    case Activation::Relu6: return std::min(std::max(x, 0.0), 6.0);
+    // NaN propagates through relu and relu6, as in PyTorch.
+    case Activation::Relu: return x < 0 ? 0.0 : x;
+    case Activation::Relu6: return x < 0 ? 0.0 : (x > 6 ? 6.0 : x);
     case Activation::Leaky: return x >= 0 ? x : x * alpha;
     case Activation::Silu: return x / (1.0 + std::exp(-x));
     case Activation::Gelu: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
