@@ -65,6 +65,10 @@ def load_bench(path):
 def load_pytorch(path):
     with open(path) as f:
         doc = json.load(f)
+    for r in doc["results"]:
+        if r.get("other_cores", 0) > 0.15:
+            sys.stderr.write("report.py: warning: PyTorch %s threads=%d was contended (%.1f CPU busy elsewhere)\n" %
+                             (r["name"], r["threads"], r["other_cores"]))
     return {(r["name"], r["threads"]): r["median_ms"] for r in doc["results"]}, doc.get("context", {})
 
 

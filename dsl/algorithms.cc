@@ -1,6 +1,7 @@
 #include "dsl/algorithms.h"
 
 #include <cmath>
+#include <limits>
 
 namespace convgen {
 
@@ -8,13 +9,27 @@ using namespace Halide;
 
 namespace {
 
+// exp(t) that is exactly +inf above float's range and never sees an argument outside it: Halide's
+// vectorised exp gives wrong finite values for huge arguments (sigmoid(-1e30) came out as 1).
+Expr exp_saturating(Expr t) {
+    return select(t > 88.0f, std::numeric_limits<float>::infinity(), exp(clamp(t, -104.0f, 88.0f)));
+}
+
+// PyTorch propagates NaN through every activation; Halide's max/min (x86 maxps/minps) and the
+// clamp inside exp_saturating would replace it, so NaN is passed through explicitly. The test is
+// on the bits: Halide compiles float code with fast-math flags, under which LLVM folds is_nan away.
+Expr keep_nan(Expr v, Expr activated) {
+    Expr magnitude = reinterpret(UInt(32), v) & Internal::make_const(UInt(32), 0x7fffffff);
+    return select(magnitude > Internal::make_const(UInt(32), 0x7f800000), v, activated);
+}
+
 // erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7, below float32 resolution near 1):
 // Halide 14 has no erf intrinsic.
 Expr erf_expr(Expr v) {
     Expr a = abs(v);
     Expr t = 1.0f / (1.0f + 0.3275911f * a);
     Expr poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-    Expr e = 1.0f - poly * exp(-a * a);
+    Expr e = 1.0f - poly * exp_saturating(-a * a);
     return select(v < 0.0f, -e, e);
 }
 
@@ -33,19 +48,17 @@ void constrain_dense(OutputImageParam p, const std::vector<int> &extents) {
 Expr activation_expr(Activation act, Expr v, float alpha) {
     switch (act) {
     case Activation::Identity: return v;
-    // Written as selects, not max/clamp: PyTorch's relu and relu6 propagate NaN, and x86 max
-    // and min would turn a NaN into the constant.
-    case Activation::Relu: return select(v < 0.0f, 0.0f, v);
-    case Activation::Relu6: return select(v < 0.0f, 0.0f, select(v > 6.0f, 6.0f, v));
+    case Activation::Relu: return keep_nan(v, max(v, 0.0f));
+    case Activation::Relu6: return keep_nan(v, clamp(v, 0.0f, 6.0f));
     case Activation::Leaky: return select(v > 0.0f, v, v * alpha);
-    case Activation::Silu: return v / (1.0f + exp(-v));
+    case Activation::Silu: return keep_nan(v, v / (1.0f + exp_saturating(-v)));
     case Activation::Gelu: return 0.5f * v * (1.0f + erf_expr(v * float(M_SQRT1_2)));
     case Activation::GeluTanh: {
         const float c = std::sqrt(2.0f / float(M_PI));
         return 0.5f * v * (1.0f + tanh(c * (v + 0.044715f * v * v * v)));
     }
     case Activation::Hardswish: return v * clamp(v + 3.0f, 0.0f, 6.0f) / 6.0f;
-    case Activation::Sigmoid: return 1.0f / (1.0f + exp(-v));
+    case Activation::Sigmoid: return keep_nan(v, 1.0f / (1.0f + exp_saturating(-v)));
     case Activation::Tanh: return tanh(v);
     }
     return v;

@@ -64,12 +64,13 @@ Buf conv2d(const Buf &in, const std::vector<float> &weight, int64_t cout, int64_
                         const int64_t ic = g * cin_g + icg;
                         for (int64_t ky = 0; ky < k; ++ky) {
                             const int64_t iy = oy * s - p + ky;
-                            if (iy < 0 || iy >= in.h) continue;  // zero padding
                             for (int64_t kx = 0; kx < k; ++kx) {
                                 const int64_t ix = ox * s - p + kx;
-                                if (ix < 0 || ix >= in.w) continue;
                                 const double wv = weight[static_cast<size_t>(((oc * cin_g + icg) * k + ky) * k + kx)];
-                                acc += wv * in.at(n, ic, iy, ix);
+                                // Padding taps multiply a zero, as PyTorch does: a NaN or Inf weight
+                                // makes them NaN (0 * NaN), so they are not skipped.
+                                const bool inside = iy >= 0 && iy < in.h && ix >= 0 && ix < in.w;
+                                acc += wv * (inside ? in.at(n, ic, iy, ix) : 0.0);
                             }
                         }
                     }
