@@ -638,6 +638,14 @@ int main(int argc, char **argv) {
     for (int threads : g_opt.threads) {
         Machine m;
         m.peak = convgen_bench::measure_fma_peak(threads);
+        // Another process can only lower it: while it falls short of what the smallest thread
+        // count promises per thread, wait a second and measure again (5 tries; keep the best).
+        const double expect =
+            g_machine.empty() ? 0 : g_machine.begin()->second.peak.gflops / g_machine.begin()->first * std::min(threads, g_cpus);
+        for (int again = 0; again < 4 && m.peak.gflops < 0.9 * expect; ++again) {
+            std::this_thread::sleep_for(std::chrono::seconds(1));
+            m.peak.gflops = std::max(m.peak.gflops, convgen_bench::measure_fma_peak(threads).gflops);
+        }
         m.triad_gbs = convgen_bench::measure_triad_gbs(threads);
         g_machine[threads] = m;
         const std::string t = std::to_string(threads);

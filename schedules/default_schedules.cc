@@ -38,6 +38,51 @@ void vectorize_tile(StageOrFunc &s, const VarOrRVar &v, int lanes, TailStrategy 
     s.split(v, vo, vi, lanes, tail).vectorize(vi).unroll(vo);
 }
 
+// Stages the task's zero-padded input (`staged`) once per parallel task, vectorised along its
+// innermost dimension, so the reduction loops do plain loads with no boundary select.
+void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
+    const LayerSpec &s = a.spec;
+    a.staged.compute_at(a.output, task);
+    if (s.layout == Layout::NCHW) {
+        if ((s.w + 2 * s.p) / s.s >= p.vector_width) a.staged.vectorize(a.xq, p.vector_width);
+    } else if (s.c1 >= p.vector_width) {
+        a.staged.vectorize(a.c, p.vector_width);
+    }
+}
+
+// Output tiles of `tile_vectors` channel vectors x `tile_rows` pixels along x, channel vectors
+// innermost, for NHWC and for NCHW layers whose rows are too short for x vectors (the NCHW store is
+// then a scatter, once per output after the whole reduction). `acc` (a pure definition plus one
+// update over `reduction`) is accumulated per tile in registers, stored channel-innermost.
+// Loops, outermost first: the parallel task `t` (blocks of rows x batch), rows `yi`, channel
+// tiles, x tiles: a channel tile's weights are reused across the x tiles of a row.
+void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, const std::vector<VarOrRVar> &reduction,
+                         const Var &yi, const Var &t) {
+    const LayerSpec &s = a.spec;
+    Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo");
+    const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
+    const int tx = std::min(p.tile_rows, s.out_w());
+    const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
+    a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
+        .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
+        .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
+        .reorder(ci, xi, xo, co, yi, yo, a.n)
+        .fuse(yo, a.n, t)
+        .parallel(t)
+        .unroll(xi);
+    vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
+    acc.compute_at(a.output, xo).reorder_storage(a.c, a.x, a.y, a.n).unroll(a.x);
+    vectorize_tile(acc, a.c, tc.lanes, TailStrategy::GuardWithIf);
+    // Weight vectors of the tile are loaded once per reduction step and reused across its pixels.
+    std::vector<VarOrRVar> order = {a.c, a.x};
+    order.insert(order.end(), reduction.begin(), reduction.end());
+    order.push_back(a.y);
+    order.push_back(a.n);
+    Stage upd = acc.update();
+    upd.reorder(order).unroll(a.x);
+    vectorize_tile(upd, a.c, tc.lanes, TailStrategy::GuardWithIf);
+}
+
 // Register-tiled direct convolution. Each output tile (whole vectors along the vectorised dim x
 // a few rows of the other dim) is accumulated in registers over the whole reduction, then
 // activated and stored. The zero-padded input of one parallel task is staged first, so the
@@ -47,29 +92,11 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
     Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo"), yi("yi"), t("t");
     RVar rx = a.r.x, ry = a.r.y, rc = a.r.z;
     const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
-    if (s.layout == Layout::NCHW && p.vectorize_channels && channel_vectorization_supported(s)) {
-        // NCHW with rows too short for x vectors: vectorise output channels (weights packed with
-        // channels innermost); each input value is broadcast to a few channel vectors. The tile
-        // is accumulated channel-innermost and scattered to NCHW once, after the reduction.
-        const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
-        const int tx = std::min(p.tile_rows, s.out_w());
-        a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
-            .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
-            .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
-            .reorder(ci, xi, xo, co, yi, yo, a.n)
-            .fuse(yo, a.n, t)
-            .parallel(t)
-            .unroll(xi);
-        vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
-        a.staged.compute_at(a.output, t);
-        if ((s.w + 2 * s.p) / s.s >= p.vector_width) a.staged.vectorize(a.xq, p.vector_width);
-        a.conv.compute_at(a.output, xo).reorder_storage(a.c, a.x, a.y, a.n).unroll(a.x);
-        vectorize_tile(a.conv, a.c, tc.lanes, TailStrategy::GuardWithIf);
-        Stage upd = a.conv.update();
-        upd.reorder(a.c, a.x, rx, ry, rc, a.y, a.n).unroll(a.x);
-        vectorize_tile(upd, a.c, tc.lanes, TailStrategy::GuardWithIf);
-    } else if (s.layout == Layout::NCHW) {
-        // Vectorise along output x; the tile's output channels share each input vector load.
+    if (s.layout == Layout::NHWC || (p.vectorize_channels && channel_vectorization_supported(s))) {
+        tile_along_channels(a, p, a.conv, {rx, ry, rc}, yi, t);
+        stage_input(a, p, t);
+    } else {
+        // NCHW: vectorise along output x; the tile's output channels share each input vector load.
         const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
         const int tc = std::min(p.tile_rows, s.c2);
         a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
@@ -81,8 +108,7 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
         }
         a.output.parallel(t).unroll(ci);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
-        a.staged.compute_at(a.output, t);
-        if ((s.w + 2 * s.p) / s.s >= p.vector_width) a.staged.vectorize(a.xq, p.vector_width);
+        stage_input(a, p, t);
         a.conv.compute_at(a.output, xo).unroll(a.c);
         vectorize_tile(a.conv, a.x, tx.lanes, TailStrategy::GuardWithIf);
         // Channels innermost: each input vector is loaded once and feeds the tile's channels
@@ -91,25 +117,6 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
         upd.reorder(a.c, a.x, rx, ry, rc, a.y, a.n).unroll(a.c);
         if (s.k <= 7) upd.unroll(rx);
         vectorize_tile(upd, a.x, tx.lanes, TailStrategy::GuardWithIf);
-    } else {
-        // NHWC: vectorise along output channels; a few output pixels share each weight vector.
-        const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
-        const int tx = std::min(p.tile_rows, s.out_w());
-        a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
-            .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
-            .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
-            .reorder(ci, xi, co, xo, yi, yo, a.n)
-            .fuse(yo, a.n, t)
-            .parallel(t)
-            .unroll(xi);
-        vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
-        a.staged.compute_at(a.output, t);
-        if (s.c1 >= p.vector_width) a.staged.vectorize(a.c, p.vector_width);
-        a.conv.compute_at(a.output, co).unroll(a.x);
-        vectorize_tile(a.conv, a.c, tc.lanes, TailStrategy::GuardWithIf);
-        Stage upd = a.conv.update();
-        upd.reorder(a.c, a.x, rx, ry, rc, a.y, a.n).unroll(a.x);
-        vectorize_tile(upd, a.c, tc.lanes, TailStrategy::GuardWithIf);
     }
 }
 
@@ -121,53 +128,39 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo"), yi("yi"), t("t"), dxo("dxo"), dxi("dxi");
     RVar rx = a.r.x, ry = a.r.y, rp = a.r_pw.x;
     const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
-    if (s.layout == Layout::NCHW) {
-        if (p.vectorize_channels) {
-            // Pointwise vectorised over output channels, for rows too short for x vectors (see
-            // schedule_conv): each depthwise value is broadcast to a few channel vectors.
-            const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
-            const int tx = std::min(p.tile_rows, s.out_w());
-            a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
-                .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
-                .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
-                .reorder(ci, xi, xo, co, yi, yo, a.n)
-                .fuse(yo, a.n, t)
-                .parallel(t)
-                .unroll(xi);
-            vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
-            a.pointwise.compute_at(a.output, xo).reorder_storage(a.c, a.x, a.y, a.n).unroll(a.x);
-            vectorize_tile(a.pointwise, a.c, tc.lanes, TailStrategy::GuardWithIf);
-            Stage pw = a.pointwise.update();
-            pw.reorder(a.c, a.x, rp, a.y, a.n).unroll(a.x);
-            vectorize_tile(pw, a.c, tc.lanes, TailStrategy::GuardWithIf);
-        } else {
-            const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
-            const int tc = std::min(p.tile_rows, s.c2);
-            a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
-                .split(a.c, co, ci, tc, TailStrategy::ShiftInwards)
-                .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
-                .reorder(xi, ci, xo, co, yi, yo, a.n)
-                .fuse(yo, a.n, t)
-                .parallel(t)
-                .unroll(ci);
-            // Large pointwise weights: loop channel tiles outside the rows of the task, so each
-            // tile's weights are reused across those rows (the task's depthwise rows are then
-            // all computed first, see below).
-            if (p.depthwise_per_task) a.output.reorder(xi, ci, xo, yi, co, t);
-            vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
-            a.pointwise.compute_at(a.output, xo).unroll(a.c);
-            vectorize_tile(a.pointwise, a.x, tx.lanes, TailStrategy::GuardWithIf);
-            Stage pw = a.pointwise.update();
-            pw.reorder(a.c, a.x, rp, a.y, a.n).unroll(a.c);
-            vectorize_tile(pw, a.x, tx.lanes, TailStrategy::GuardWithIf);
-        }
+    const bool along_channels = s.layout == Layout::NHWC || p.vectorize_channels;
+    if (along_channels) {
+        // Each depthwise value is broadcast to a few output channel vectors.
+        tile_along_channels(a, p, a.pointwise, {rp}, yi, t);
+    } else {
+        const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
+        const int tc = std::min(p.tile_rows, s.c2);
+        a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
+            .split(a.c, co, ci, tc, TailStrategy::ShiftInwards)
+            .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
+            .reorder(xi, ci, xo, co, yi, yo, a.n)
+            .fuse(yo, a.n, t)
+            .parallel(t)
+            .unroll(ci);
+        // Large pointwise weights: loop channel tiles outside the rows of the task, so each
+        // tile's weights are reused across those rows (the task's depthwise rows are then
+        // all computed first, see below).
+        if (p.depthwise_per_task) a.output.reorder(xi, ci, xo, yi, co, t);
+        vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
+        a.pointwise.compute_at(a.output, xo).unroll(a.c);
+        vectorize_tile(a.pointwise, a.x, tx.lanes, TailStrategy::GuardWithIf);
+        Stage pw = a.pointwise.update();
+        pw.reorder(a.c, a.x, rp, a.y, a.n).unroll(a.c);
+        vectorize_tile(pw, a.x, tx.lanes, TailStrategy::GuardWithIf);
+    }
+    stage_input(a, p, t);
 
+    const bool per_task = p.depthwise_per_task && !along_channels;
+    a.depthwise.compute_at(a.output, per_task ? t : yi);
+    if (s.layout == Layout::NCHW) {
         // Depthwise tile: up to 4 vectors of one row, all k*k taps unrolled, in registers.
         const VectorTile dtx = vector_tile(s.out_w(), p.vector_width, 4);
-        a.staged.compute_at(a.output, t);
-        if ((s.w + 2 * s.p) / s.s >= p.vector_width) a.staged.vectorize(a.xq, p.vector_width);
-        const bool per_task = p.depthwise_per_task && !p.vectorize_channels;
-        a.depthwise.compute_at(a.output, per_task ? t : yi).split(a.x, dxo, dxi, dtx.size, TailStrategy::ShiftInwards);
+        a.depthwise.split(a.x, dxo, dxi, dtx.size, TailStrategy::ShiftInwards);
         vectorize_tile(a.depthwise, dxi, dtx.lanes, TailStrategy::ShiftInwards);
         a.dw_acc.compute_at(a.depthwise, dxo);
         vectorize_tile(a.dw_acc, a.x, dtx.lanes, TailStrategy::GuardWithIf);
@@ -176,26 +169,8 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         if (s.k <= 7) dw.unroll(rx).unroll(ry);
         vectorize_tile(dw, a.x, dtx.lanes, TailStrategy::GuardWithIf);
     } else {
-        const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
+        // NHWC depthwise: one vector of channels per pixel, all taps unrolled.
         const VectorTile dwc = vector_tile(s.c1, p.vector_width, 1);
-        const int tx = std::min(p.tile_rows, s.out_w());
-        a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
-            .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
-            .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
-            .reorder(ci, xi, co, xo, yi, yo, a.n)
-            .fuse(yo, a.n, t)
-            .parallel(t)
-            .unroll(xi);
-        vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
-        a.pointwise.compute_at(a.output, co).unroll(a.x);
-        vectorize_tile(a.pointwise, a.c, tc.lanes, TailStrategy::GuardWithIf);
-        Stage pw = a.pointwise.update();
-        pw.reorder(a.c, a.x, rp, a.y, a.n).unroll(a.x);
-        vectorize_tile(pw, a.c, tc.lanes, TailStrategy::GuardWithIf);
-
-        a.staged.compute_at(a.output, t);
-        if (s.c1 >= p.vector_width) a.staged.vectorize(a.c, p.vector_width);
-        a.depthwise.compute_at(a.output, yi);
         vectorize_tile(a.depthwise, a.c, dwc.lanes, TailStrategy::GuardWithIf);
         a.dw_acc.compute_at(a.depthwise, a.x);
         vectorize_tile(a.dw_acc, a.c, dwc.lanes, TailStrategy::GuardWithIf);
