@@ -83,6 +83,23 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
     vectorize_tile(upd, a.c, tc.lanes, TailStrategy::GuardWithIf);
 }
 
+// The accumulator of an NCHW output tile vectorised along x (`lanes` wide, rows of channels
+// unrolled), computed per x tile in registers. Channels innermost in the update: each input
+// vector is loaded once and feeds the tile's channels back to back, so it occupies one register
+// instead of being kept (or spilled) per x. Returns the update stage for further unrolling.
+Stage accumulate_along_x(LayerAlgorithm &a, Func acc, const std::vector<VarOrRVar> &reduction, const Var &xo, int lanes) {
+    acc.compute_at(a.output, xo).unroll(a.c);
+    vectorize_tile(acc, a.x, lanes, TailStrategy::GuardWithIf);
+    std::vector<VarOrRVar> order = {a.c, a.x};
+    order.insert(order.end(), reduction.begin(), reduction.end());
+    order.push_back(a.y);
+    order.push_back(a.n);
+    Stage upd = acc.update();
+    upd.reorder(order).unroll(a.c);
+    vectorize_tile(upd, a.x, lanes, TailStrategy::GuardWithIf);
+    return upd;
+}
+
 // Register-tiled direct convolution. Each output tile (whole vectors along the vectorised dim x
 // a few rows of the other dim) is accumulated in registers over the whole reduction, then
 // activated and stored. The zero-padded input of one parallel task is staged first, so the
@@ -109,14 +126,8 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
         a.output.parallel(t).unroll(ci);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
         stage_input(a, p, t);
-        a.conv.compute_at(a.output, xo).unroll(a.c);
-        vectorize_tile(a.conv, a.x, tx.lanes, TailStrategy::GuardWithIf);
-        // Channels innermost: each input vector is loaded once and feeds the tile's channels
-        // back to back, so it occupies one register instead of being kept (or spilled) per x.
-        Stage upd = a.conv.update();
-        upd.reorder(a.c, a.x, rx, ry, rc, a.y, a.n).unroll(a.c);
+        Stage upd = accumulate_along_x(a, a.conv, {rx, ry, rc}, xo, tx.lanes);
         if (s.k <= 7) upd.unroll(rx);
-        vectorize_tile(upd, a.x, tx.lanes, TailStrategy::GuardWithIf);
     }
 }
 
@@ -147,11 +158,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         // all computed first, see below).
         if (p.depthwise_per_task) a.output.reorder(xi, ci, xo, yi, co, t);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
-        a.pointwise.compute_at(a.output, xo).unroll(a.c);
-        vectorize_tile(a.pointwise, a.x, tx.lanes, TailStrategy::GuardWithIf);
-        Stage pw = a.pointwise.update();
-        pw.reorder(a.c, a.x, rp, a.y, a.n).unroll(a.c);
-        vectorize_tile(pw, a.x, tx.lanes, TailStrategy::GuardWithIf);
+        accumulate_along_x(a, a.pointwise, {rp}, xo, tx.lanes);
     }
     stage_input(a, p, t);
 
