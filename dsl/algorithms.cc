@@ -84,7 +84,7 @@ std::vector<Argument> LayerAlgorithm::arguments() const {
     return {input, weight, bias, pw_weight, pw_bias};
 }
 
-LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layout) {
+LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layout, const AlgorithmInputs &inputs) {
     LayerAlgorithm a;
     a.spec = spec;
     a.weight_layout = weight_layout;
@@ -93,7 +93,7 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layou
     const bool nchw = spec.layout == Layout::NCHW;
     Var c = a.c, x = a.x, y = a.y, n = a.n;
 
-    a.input = ImageParam(Float(32), 4, "input");
+    a.input = inputs.input.defined() ? inputs.input : ImageParam(Float(32), 4, "input");
     if (nchw) {
         constrain_dense(a.input, {spec.w, spec.h, spec.c1, spec.n});
     } else {
@@ -126,14 +126,14 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layou
     if (spec.kind == LayerKind::Conv) {
         const int cig = spec.c1 / spec.g, cog = spec.c2 / spec.g;
         a.r = RDom(0, spec.k, 0, spec.k, 0, cig, "r");
-        a.weight = ImageParam(Float(32), 4, "weight");
+        a.weight = inputs.weight.defined() ? inputs.weight : ImageParam(Float(32), 4, "weight");
         if (co_inner) {
             constrain_dense(a.weight, {spec.c2, cig, spec.k, spec.k});
         } else {
             constrain_dense(a.weight, {spec.k, spec.k, cig, spec.c2});
         }
         Expr w = co_inner ? a.weight(c, a.r.z, a.r.x, a.r.y) : a.weight(a.r.x, a.r.y, a.r.z, c);
-        a.bias = ImageParam(Float(32), 1, "bias");
+        a.bias = inputs.bias.defined() ? inputs.bias : ImageParam(Float(32), 1, "bias");
         constrain_dense(a.bias, {spec.c2});
 
         Expr in_c = (c / cog) * cig + a.r.z;
@@ -141,21 +141,21 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layou
         a.def(a.conv) += w * window(in_c, a.r.x, a.r.y);
         a.def(a.output) = activation_expr(spec.act, a.at(a.conv, c, x, y, n), spec.alpha);
     } else {
-        a.weight = ImageParam(Float(32), 3, "dw_weight");
+        a.weight = inputs.weight.defined() ? inputs.weight : ImageParam(Float(32), 3, "dw_weight");
         if (co_inner) {
             constrain_dense(a.weight, {spec.c1, spec.k, spec.k});
         } else {
             constrain_dense(a.weight, {spec.k, spec.k, spec.c1});
         }
-        a.bias = ImageParam(Float(32), 1, "dw_bias");
+        a.bias = inputs.bias.defined() ? inputs.bias : ImageParam(Float(32), 1, "dw_bias");
         constrain_dense(a.bias, {spec.c1});
-        a.pw_weight = ImageParam(Float(32), 2, "pw_weight");
+        a.pw_weight = inputs.pw_weight.defined() ? inputs.pw_weight : ImageParam(Float(32), 2, "pw_weight");
         if (co_inner) {
             constrain_dense(a.pw_weight, {spec.c2, spec.c1});
         } else {
             constrain_dense(a.pw_weight, {spec.c1, spec.c2});
         }
-        a.pw_bias = ImageParam(Float(32), 1, "pw_bias");
+        a.pw_bias = inputs.pw_bias.defined() ? inputs.pw_bias : ImageParam(Float(32), 1, "pw_bias");
         constrain_dense(a.pw_bias, {spec.c2});
 
         a.r = RDom(0, spec.k, 0, spec.k, "r");

@@ -47,7 +47,15 @@ struct LayerAlgorithm {
     Halide::Pipeline pipeline() const { return Halide::Pipeline(output); }
 };
 
-LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layout = WeightLayout::PyTorch);
+// The kernel's input parameters. A Halide Generator passes its Inputs (converted to ImageParams, in
+// the argument order above) so the generated function takes them; the JIT leaves them undefined and
+// define_algorithm creates them. Their sizes are constrained to the spec's constants either way.
+struct AlgorithmInputs {
+    Halide::ImageParam input, weight, bias, pw_weight, pw_bias;
+};
+
+LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layout = WeightLayout::PyTorch,
+                                const AlgorithmInputs &inputs = {});
 
 // The activation in Halide, matching PyTorch's float32 definitions.
 Halide::Expr activation_expr(Activation act, Halide::Expr v, float alpha);

@@ -1,0 +1,45 @@
+// Host CPU detection and matching of Halide target strings against it, without libHalide (an
+// AOT-only app links no LLVM): x86 via cpuid/xgetbv, ARM64 via getauxval(AT_HWCAP).
+#pragma once
+
+#include <set>
+#include <string>
+#include <vector>
+
+namespace convgen {
+
+enum class CpuArch { X86_64, ARM64, Other };
+
+struct HostCpu {
+    CpuArch arch = CpuArch::Other;
+    std::set<std::string> features;  // lower-case names: sse41 avx avx2 fma f16c avx512f ... / asimd asimddp ...
+    std::string model;               // e.g. "AMD EPYC 7B13"; empty when unknown
+
+    bool has(const std::string &f) const { return features.count(f) != 0; }
+};
+
+const HostCpu &host_cpu();  // detected once
+HostCpu detect_host_cpu();
+std::string cpu_arch_name(CpuArch a);
+
+// The ISA levels convgen builds variants for, lowest first. CONVGEN_MAX_ISA names one of them.
+enum class IsaLevel { Baseline = 0, SSE41 = 1, AVX2 = 2, AVX512 = 3, NEON = 4 };
+const char *isa_level_name(IsaLevel level);
+// Parses a CONVGEN_MAX_ISA value (avx512 | avx2 | sse41 | baseline | neon); throws convgen::Error.
+IsaLevel parse_isa_level(const std::string &text);
+
+// What a Halide target string (e.g. "x86-64-linux-avx-avx2-f16c-fma-sse41") needs from a CPU.
+struct TargetRequirements {
+    CpuArch arch = CpuArch::Other;
+    std::string os;
+    std::vector<std::string> cpu_features;  // host feature names, as in HostCpu::features
+    std::vector<std::string> unknown;       // target features convgen cannot check (never runnable)
+    IsaLevel level = IsaLevel::Baseline;
+};
+// Throws convgen::Error for text that is not arch-bits-os[-features].
+TargetRequirements target_requirements(const std::string &target);
+
+// Empty when `cpu` can run code built for `target`; otherwise why not ("lacks avx512f, avx512bw").
+std::string why_not_runnable(const TargetRequirements &target, const HostCpu &cpu);
+
+}  // namespace convgen
