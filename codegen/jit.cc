@@ -1,14 +1,20 @@
 #include "codegen/jit.h"
 
 #include <Halide.h>
+#include <sys/stat.h>
+
+#include <thread>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <mutex>
 #include <sstream>
 
+#include "codegen/jit_disk_cache.h"
 #include "dsl/algorithms.h"
 #include "runtime/errors.h"
 #include "schedules/default_schedules.h"
@@ -58,8 +64,36 @@ void check_runnable_on_host(const Halide::Target &t) {
     }
 }
 
+// Databases are read once per (path, modification time) and shared by every compile.
+std::shared_ptr<const ScheduleDb> load_schedule_db(const std::string &path) {
+    static std::mutex mutex;
+    static std::map<std::string, std::pair<int64_t, std::shared_ptr<const ScheduleDb>>> loaded;
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) throw Error("schedule database '" + path + "' does not exist");
+    const int64_t mtime = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    std::lock_guard<std::mutex> lock(mutex);
+    auto &slot = loaded[path];
+    if (!slot.second || slot.first != mtime) slot = {mtime, std::make_shared<const ScheduleDb>(ScheduleDb::load(path))};
+    return slot.second;
+}
+
+ScheduleLookup schedule_lookup(const LayerSpec &spec, const CompileOptions &options, const Halide::Target &target) {
+    if (options.has_schedule) {
+        ScheduleLookup given;
+        given.params = options.schedule;
+        given.source = ScheduleSource::Given;
+        return given;
+    }
+    const std::string path = options.use_schedule_db ? (options.schedule_db.empty() ? default_schedule_db_path() : options.schedule_db) : "";
+    std::shared_ptr<const ScheduleDb> db;
+    if (!path.empty()) db = load_schedule_db(path);
+    const int requested = g_requested_threads.load();
+    const int threads = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    return lookup_schedule(db.get(), path, spec, target.to_string(), isa_family_of(target), threads);
+}
+
 ScheduleParams schedule_for(const LayerSpec &spec, const CompileOptions &options, const Halide::Target &target) {
-    return options.has_schedule ? options.schedule : heuristic_schedule(spec, isa_family_of(target));
+    return schedule_lookup(spec, options, target).params;
 }
 
 void apply_thread_count_locked() {
@@ -104,18 +138,86 @@ std::shared_ptr<const Kernel> compile_uncached(const LayerSpec &spec, const Hali
     }
 }
 
+bool verbose() {
+    const char *v = std::getenv("CONVGEN_VERBOSE");
+    return v && std::string(v) != "0" && std::string(v) != "";
+}
+
+// The disk cache's stored kernels are AOT objects of the same pipeline (no `jit` feature, no
+// runtime: the one disk Halide runtime of the process provides it), linked into shared libraries.
+// Sets `note`; returns null when the disk cache is off or unusable (then compile in memory).
+std::shared_ptr<const Kernel> load_or_build_on_disk(const LayerSpec &spec, const Halide::Target &target,
+                                                    const ScheduleParams &params, bool *from_disk, std::string *note) {
+    const disk_cache::Location loc = disk_cache::configured_location();
+    if (!loc.enabled) {
+        *note = "off: " + loc.reason;
+        return nullptr;
+    }
+    const Halide::Target aot_target = target.without_feature(Halide::Target::JIT).without_feature(Halide::Target::NoRuntime);
+    const std::string versions = disk_cache::versions_text();
+    disk_cache::Request request;
+    request.dir = loc.dir;
+    request.key = spec.to_string() + "|" + target.to_string() + "|" + params.to_string() + "|" + versions;
+    request.runtime_key = "halide_runtime|" + aot_target.to_string() + "|" + disk_cache::halide_version_text();
+    request.write_kernel_object = [&](const std::string &path) {
+        std::lock_guard<std::mutex> lock(compile_mutex());
+        try {
+            LayerAlgorithm alg = define_algorithm(spec, weight_layout_for(spec, params));
+            apply_schedule(alg, params, target);
+            alg.pipeline().compile_to_object(path, alg.arguments(), "convgen_kernel",
+                                             aot_target.with_feature(Halide::Target::NoRuntime));
+        } catch (const Halide::Error &e) {
+            throw Error("Halide failed to compile '" + spec.to_string() + "' for " + target.to_string() + ": " + e.what());
+        }
+    };
+    request.write_runtime_object = [&](const std::string &path) {
+        std::lock_guard<std::mutex> lock(compile_mutex());
+        try {
+            Halide::compile_standalone_runtime(path, aot_target);
+        } catch (const Halide::Error &e) {
+            throw Error("Halide failed to compile its runtime for " + aot_target.to_string() + ": " + e.what());
+        }
+    };
+    disk_cache::Result r;
+    try {
+        r = disk_cache::load_or_build(request);
+    } catch (const Error &e) {
+        // Halide could not write the object (e.g. a full disk). Try in memory: a genuine compile
+        // error will be reported from there.
+        r.status = disk_cache::Result::Status::Unavailable;
+        r.note = e.what();
+    }
+    if (r.status == disk_cache::Result::Status::Unavailable) {
+        *note = "unavailable: " + r.note;
+        if (verbose()) std::fprintf(stderr, "convgen: disk cache: %s; compiling in memory\n", r.note.c_str());
+        return nullptr;
+    }
+    *from_disk = r.status == disk_cache::Result::Status::Hit;
+    *note = r.note;
+    KernelInfo info{spec, target.to_string(), params.to_string(), "jit", weight_layout_for(spec, params)};
+    return std::make_shared<const Kernel>(r.entry, std::move(info), r.keep_alive);
+}
+
 }  // namespace
 
 std::string host_target_string() { return Halide::get_host_target().to_string(); }
 
 std::string canonical_target(const std::string &target) { return parse_target(target).to_string(); }
 
+ScheduleLookup resolve_schedule(const LayerSpec &spec, const CompileOptions &options) {
+    validate(spec);
+    return schedule_lookup(spec, options, parse_target(options.target));
+}
+
 CompiledKernel jit_compile(const LayerSpec &spec, const CompileOptions &options) {
     validate(spec);
     const Halide::Target target = parse_target(options.target);
     check_runnable_on_host(target);
     const ScheduleParams params = schedule_for(spec, options, target);
-    const std::string key = spec.to_string() + "|" + target.to_string() + "|" + params.to_string();
+    // Kernels from disk and from memory run the same code, but a caller that turns the disk cache
+    // off gets an in-memory compile even when this process loaded the kernel from disk before.
+    const std::string key =
+        spec.to_string() + "|" + target.to_string() + "|" + params.to_string() + (options.disk_cache ? "|disk" : "|memory");
 
     std::shared_ptr<CacheEntry> entry;
     {
@@ -132,7 +234,14 @@ CompiledKernel jit_compile(const LayerSpec &spec, const CompileOptions &options)
         return result;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    entry->kernel = compile_uncached(spec, target, params);
+    std::shared_ptr<const Kernel> kernel;
+    if (options.disk_cache) {
+        kernel = load_or_build_on_disk(spec, target, params, &result.from_disk_cache, &result.disk_cache_note);
+    } else {
+        result.disk_cache_note = "off: CompileOptions::disk_cache is false";
+    }
+    if (!kernel) kernel = compile_uncached(spec, target, params);
+    entry->kernel = kernel;
     result.kernel = entry->kernel;
     result.compile_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return result;
@@ -141,11 +250,13 @@ CompiledKernel jit_compile(const LayerSpec &spec, const CompileOptions &options)
 std::string explain(const LayerSpec &spec, const CompileOptions &options) {
     validate(spec);
     const Halide::Target target = parse_target(options.target);
-    const ScheduleParams params = schedule_for(spec, options, target);
+    const ScheduleLookup lookup = schedule_lookup(spec, options, target);
+    const ScheduleParams &params = lookup.params;
     std::ostringstream os;
     os << "spec:     " << spec.to_string() << "\n";
     os << "target:   " << target.to_string() << " (ISA family " << isa_family_name(isa_family_of(target)) << ")\n";
-    os << "schedule: " << params.to_string() << (options.has_schedule ? " (given)" : " (heuristic)") << "\n";
+    os << "schedule: " << params.to_string() << " (" << schedule_source_name(lookup.source)
+       << (lookup.detail.empty() ? "" : ": " + lookup.detail) << ")\n";
     os << "weights:  " << weight_layout_name(weight_layout_for(spec, params)) << " layout\n";
     os << "macs:     " << spec.macs() << "\n";
     os << "loop nest:\n";
@@ -186,9 +297,23 @@ void write_assembly(const LayerSpec &spec, const CompileOptions &options, const 
 
 void set_num_threads(int threads) {
     if (threads < 0) throw Error("thread count must be >= 0 (got " + std::to_string(threads) + ")");
-    std::lock_guard<std::mutex> lock(compile_mutex());
-    g_requested_threads = threads;
-    apply_thread_count_locked();
+    {
+        std::lock_guard<std::mutex> lock(compile_mutex());
+        g_requested_threads = threads;
+        apply_thread_count_locked();
+    }
+    // The disk kernels' runtime, now or once it is loaded (lock-free; outside compile_mutex, which
+    // the disk cache takes while it holds its own runtime lock).
+    disk_cache::set_num_threads(threads);
+}
+
+DiskCacheInfo jit_disk_cache_info() {
+    const disk_cache::Location loc = disk_cache::configured_location();
+    DiskCacheInfo info;
+    info.enabled = loc.enabled;
+    info.dir = loc.dir;
+    info.reason = loc.reason;
+    return info;
 }
 
 }  // namespace convgen

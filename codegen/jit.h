@@ -1,6 +1,14 @@
-// The JIT: compiles a LayerSpec for a Halide target with a schedule, in memory, and caches the
-// result by (normalised spec, target, schedule). Safe to use from several threads: compilation
-// of one key happens once; running needs no lock.
+// The JIT: compiles a LayerSpec for a Halide target with a schedule and caches the result by
+// (normalised spec, target, schedule), in memory and on disk (codegen/jit_disk_cache.h: a later
+// process loads the stored shared library instead of compiling again). Safe to use from several
+// threads: compilation of one key happens once; running needs no lock.
+//
+// Environment (read at every jit_compile):
+//   CONVGEN_DISK_CACHE=0     no disk cache (as CompileOptions::disk_cache = false)
+//   CONVGEN_CACHE_DIR=<dir>  the disk cache directory; default $XDG_CACHE_HOME/convgen, else
+//                            $HOME/.cache/convgen
+//   CONVGEN_CXX=<cmd>        the compiler driver that links cached kernels (default c++)
+//   CONVGEN_VERBOSE=1        say on stderr why a disk entry was rejected or rebuilt
 #pragma once
 
 #include <memory>
@@ -8,6 +16,7 @@
 
 #include "dsl/layer_spec.h"
 #include "runtime/kernel.h"
+#include "schedules/schedule_db.h"
 #include "schedules/schedule_params.h"
 
 namespace convgen {
@@ -17,13 +26,31 @@ struct CompileOptions {
     // Schedule parameters; when absent the heuristic for the target's ISA family is used.
     bool has_schedule = false;
     ScheduleParams schedule;
+    // Use the persistent disk cache (if the environment does not turn it off).
+    bool disk_cache = true;
+    // Without a given schedule, the schedule database is consulted (schedules/schedule_db.h):
+    // this path, or when empty $CONVGEN_SCHEDULE_DB, else the checked-in schedules/db/default.json.
+    std::string schedule_db;
+    bool use_schedule_db = true;
 };
 
 struct CompiledKernel {
     std::shared_ptr<const Kernel> kernel;
-    double compile_seconds = 0;  // 0 when served from the cache
-    bool from_cache = false;
+    double compile_seconds = 0;  // time to get the kernel (compile, or load from disk); 0 from the in-memory cache
+    bool from_cache = false;      // served from this process's in-memory cache
+    bool from_disk_cache = false;  // loaded from the disk cache without compiling
+    // How the disk cache took part, one line: "hit", "built", "rebuilt: <why the old entry was
+    // rejected>", "off: <why>", "unavailable: <why>" (compiled in memory), or "" (in-memory hit).
+    std::string disk_cache_note;
 };
+
+// The disk cache the current environment selects.
+struct DiskCacheInfo {
+    bool enabled = false;
+    std::string dir;     // when enabled (created on first use)
+    std::string reason;  // when not
+};
+DiskCacheInfo jit_disk_cache_info();
 
 // The host target as convgen uses it (features spelled out).
 std::string host_target_string();
@@ -32,6 +59,10 @@ std::string host_target_string();
 std::string canonical_target(const std::string &target);
 
 CompiledKernel jit_compile(const LayerSpec &spec, const CompileOptions &options = {});
+
+// The schedule jit_compile would use for `spec`, and where it comes from (given, tuned record,
+// fallback record, adapted neighbour, heuristic). Throws convgen::Error on an unreadable database.
+ScheduleLookup resolve_schedule(const LayerSpec &spec, const CompileOptions &options = {});
 
 // What `convgen explain` prints: normalised spec, target, schedule, Halide's loop nest.
 std::string explain(const LayerSpec &spec, const CompileOptions &options = {});

@@ -1,6 +1,12 @@
 #include "schedules/default_schedules.h"
 
 #include <algorithm>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "runtime/errors.h"
 
 namespace convgen {
 
@@ -190,7 +196,65 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
 
 }  // namespace
 
-void apply_schedule(LayerAlgorithm &alg, const ScheduleParams &params, const Target & /*target*/) {
+namespace {
+
+// The autoscheduler plugins ship with Halide (paths baked in by schedules/CMakeLists.txt); each is
+// loaded once per process, on first use.
+void load_autoscheduler(const std::string &name) {
+    static std::mutex mutex;
+    static std::set<std::string> loaded;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (loaded.count(name)) return;
+    const std::map<std::string, std::string> plugins = {{"Mullapudi2016", CONVGEN_AUTOSCHEDULER_MULLAPUDI2016},
+                                                        {"Li2018", CONVGEN_AUTOSCHEDULER_LI2018},
+                                                        {"Adams2019", CONVGEN_AUTOSCHEDULER_ADAMS2019}};
+    auto it = plugins.find(name);
+    if (it == plugins.end()) throw Error("unknown autoscheduler '" + name + "'");
+    Halide::load_plugin(it->second);
+    loaded.insert(name);
+}
+
+// Halide's autoschedulers need size estimates for every input and the output; convgen's sizes are
+// constants, so the estimates are exactly the constrained bounds.
+void estimate_from_constraints(OutputImageParam p) {
+    for (int d = 0; d < p.dimensions(); ++d) {
+        const Expr extent = p.parameter().extent_constraint(d);
+        const int64_t *e = Halide::Internal::as_const_int(extent);
+        if (!e) throw Error("argument '" + p.name() + "' has no constant size to estimate from");
+        p.dim(d).set_estimate(0, static_cast<int>(*e));
+    }
+}
+
+void apply_autoscheduler(LayerAlgorithm &alg, const std::string &name, const Target &target) {
+    load_autoscheduler(name);
+    estimate_from_constraints(alg.input);
+    estimate_from_constraints(alg.weight);
+    estimate_from_constraints(alg.bias);
+    if (alg.spec.kind == LayerKind::DepthwisePointwise) {
+        estimate_from_constraints(alg.pw_weight);
+        estimate_from_constraints(alg.pw_bias);
+    }
+    OutputImageParam out = alg.output.output_buffer();
+    Region region;
+    for (int d = 0; d < out.dimensions(); ++d) {
+        const int64_t *e = Halide::Internal::as_const_int(out.parameter().extent_constraint(d));
+        if (!e) throw Error("the output has no constant size to estimate from");
+        region.push_back(Range(0, static_cast<int>(*e)));
+    }
+    alg.output.set_estimates(region);
+    const int cores = std::max(1u, std::thread::hardware_concurrency());
+    // Halide's documented defaults for the last-level cache and balance of a desktop x86 CPU.
+    const MachineParams machine(cores, 16 * 1024 * 1024, 40);
+    alg.pipeline().auto_schedule(name, target, machine);
+}
+
+}  // namespace
+
+void apply_schedule(LayerAlgorithm &alg, const ScheduleParams &params, const Target &target) {
+    if (!params.autoscheduler.empty()) {
+        apply_autoscheduler(alg, params.autoscheduler, target);
+        return;
+    }
     if (alg.spec.kind == LayerKind::Conv) {
         schedule_conv(alg, params);
     } else {

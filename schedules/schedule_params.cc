@@ -18,8 +18,14 @@ const char *isa_family_name(IsaFamily f) {
     return "?";
 }
 
+const std::vector<std::string> &halide_autoschedulers() {
+    static const std::vector<std::string> names = {"Mullapudi2016", "Li2018", "Adams2019"};
+    return names;
+}
+
 std::string ScheduleParams::to_string() const {
     std::ostringstream os;
+    if (!autoscheduler.empty()) return "auto=" + autoscheduler;
     os << "vec=" << vector_width << " tile_vectors=" << tile_vectors << " tile_rows=" << tile_rows
        << " parallel_rows=" << parallel_rows << " channels=" << vectorize_channels
        << " channel_tasks=" << parallel_channels << " dw_per_task=" << depthwise_per_task;
@@ -40,6 +46,15 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
     while (is >> tok) {
         const size_t eq = tok.find('=');
         if (eq == std::string::npos) throw Error("schedule: '" + tok + "' is not of the form key=value");
+        if (tok.substr(0, eq) == "auto") {
+            const std::string name = tok.substr(eq + 1);
+            const auto &known = halide_autoschedulers();
+            if (std::find(known.begin(), known.end(), name) == known.end()) {
+                throw Error("schedule: unknown autoscheduler '" + name + "' (Mullapudi2016, Li2018 or Adams2019)");
+            }
+            p.autoscheduler = name;
+            continue;
+        }
         auto it = fields.find(tok.substr(0, eq));
         if (it == fields.end()) throw Error("schedule: unknown parameter '" + tok.substr(0, eq) + "'");
         const std::string value = tok.substr(eq + 1);
@@ -78,6 +93,7 @@ bool channel_vectorization_supported(const LayerSpec &spec) {
 }
 
 WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &params) {
+    if (!params.autoscheduler.empty()) return WeightLayout::PyTorch;
     const bool channels = spec.layout == Layout::NHWC || (params.vectorize_channels && channel_vectorization_supported(spec));
     return channels ? WeightLayout::ChannelsInnermost : WeightLayout::PyTorch;
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "dsl/layer_spec.h"
 #include "dsl/weight_layout.h"
@@ -33,12 +34,18 @@ struct ScheduleParams {
     // first (still in cache, never the whole image), so that pointwise channel tiles can be the
     // outer loop and reuse their weights across the task's rows; 0 computes one row at a time.
     int depthwise_per_task = 0;
+    // Not convgen's templates but one of Halide 14's autoschedulers (Mullapudi2016, Li2018,
+    // Adams2019) on the same algorithm; the knobs above are then unused. Text form: auto=<name>.
+    std::string autoscheduler;
 
     std::string to_string() const;
     // Inverse of to_string; throws convgen::Error on malformed text.
     static ScheduleParams parse(const std::string &text);
     bool operator==(const ScheduleParams &o) const { return to_string() == o.to_string(); }
 };
+
+// The autoschedulers a ScheduleParams may name: Mullapudi2016, Li2018, Adams2019.
+const std::vector<std::string> &halide_autoschedulers();
 
 // The weight layout a kernel with these parameters takes (output channels innermost when the
 // schedule vectorises over them).

@@ -140,7 +140,9 @@ TEST(Jit, ExplainShowsFusedDepthwiseInsideTheRowLoop) {
 }
 
 TEST(Jit, ExplainWorksForForeignTargets) {
-    std::string text = explain(parse_layer_spec("conv c1=8 c2=8 h=8 w=8 k=3"), CompileOptions{"arm-64-linux", false, {}});
+    CompileOptions arm;
+    arm.target = "arm-64-linux";
+    std::string text = explain(parse_layer_spec("conv c1=8 c2=8 h=8 w=8 k=3"), arm);
     EXPECT_NE(text.find("neon"), std::string::npos) << text;
 }
 

@@ -1,0 +1,285 @@
+#include "schedules/schedule_db.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime/cpu.h"
+#include "runtime/errors.h"
+#include "runtime/tensor.h"
+
+namespace convgen {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr const char *kFormat = "convgen-schedule-db";
+constexpr int kVersion = 1;
+
+template <typename T>
+T field(const json &j, const char *name, const std::string &where) {
+    auto it = j.find(name);
+    if (it == j.end()) throw Error(where + ": missing field '" + name + "'");
+    try {
+        return it->get<T>();
+    } catch (const json::exception &) {
+        throw Error(where + ": field '" + std::string(name) + "' has the wrong type");
+    }
+}
+
+ScheduleRecord record_from_json(const json &j, const std::string &where) {
+    if (!j.is_object()) throw Error(where + ": not an object");
+    ScheduleRecord r;
+    r.spec = field<std::string>(j, "spec", where);
+    r.target = field<std::string>(j, "target", where);
+    r.threads = field<int>(j, "threads", where);
+    r.schedule = field<std::string>(j, "schedule", where);
+    r.median_ms = field<double>(j, "median_ms", where);
+    r.gflops = field<double>(j, "gflops", where);
+    r.heuristic_ms = j.value("heuristic_ms", 0.0);
+    r.cpu = field<std::string>(j, "cpu", where);
+    r.convgen_version = field<std::string>(j, "convgen", where);
+    r.halide_version = field<std::string>(j, "halide", where);
+    r.date = field<std::string>(j, "date", where);
+    r.complete = field<bool>(j, "complete", where);
+    r.candidates = j.value("candidates", 0);
+    // A record must describe something convgen can build: the spec and schedule must parse.
+    try {
+        const LayerSpec spec = parse_layer_spec(r.spec);
+        if (spec.to_string() != r.spec) throw Error("spec is not in normalised form");
+        ScheduleParams::parse(r.schedule);
+    } catch (const Error &e) {
+        throw Error(where + ": " + e.what());
+    }
+    if (r.threads < 0 || !(r.median_ms >= 0) || !std::isfinite(r.median_ms)) throw Error(where + ": bad threads or median_ms");
+    return r;
+}
+
+json record_to_json(const ScheduleRecord &r) {
+    return json{{"spec", r.spec},           {"target", r.target},
+                {"threads", r.threads},     {"schedule", r.schedule},
+                {"median_ms", r.median_ms}, {"gflops", r.gflops},
+                {"heuristic_ms", r.heuristic_ms}, {"cpu", r.cpu},
+                {"convgen", r.convgen_version}, {"halide", r.halide_version},
+                {"date", r.date},           {"complete", r.complete},
+                {"candidates", r.candidates}};
+}
+
+bool same_key(const ScheduleRecord &a, const ScheduleRecord &b) {
+    return a.spec == b.spec && a.target == b.target && a.threads == b.threads && a.cpu == b.cpu;
+}
+
+// Adapts a neighbour's parameters to `spec` so that they stay within what its shape allows.
+ScheduleParams adapt(ScheduleParams p, const LayerSpec &spec) {
+    if (!p.autoscheduler.empty()) return p;
+    if (!channel_vectorization_supported(spec)) p.vectorize_channels = 0;
+    const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
+    if (!grouped_nchw) p.parallel_channels = 0;
+    if (spec.kind == LayerKind::Conv) p.depthwise_per_task = 0;
+    const int group_out = spec.kind == LayerKind::Conv ? spec.c2 / spec.g : spec.c2;
+    while (p.tile_rows > 1 && grouped_nchw && !p.vectorize_channels && group_out % p.tile_rows != 0) --p.tile_rows;
+    p.parallel_rows = std::max(1, std::min(p.parallel_rows, spec.out_h() * spec.n));
+    return p;
+}
+
+double log_ratio(double a, double b) { return std::fabs(std::log(std::max(a, 1.0) / std::max(b, 1.0))); }
+
+}  // namespace
+
+ScheduleDb ScheduleDb::load(const std::string &path) {
+    const std::vector<uint8_t> bytes = read_file_bytes(path);
+    json j;
+    try {
+        j = json::parse(bytes.begin(), bytes.end());
+    } catch (const json::exception &e) {
+        throw Error("schedule database '" + path + "' is not valid JSON (" + e.what() + ")");
+    }
+    if (!j.is_object() || j.value("format", std::string()) != kFormat) {
+        throw Error("schedule database '" + path + "': not a convgen schedule database (\"format\": \"" + kFormat + "\" missing)");
+    }
+    if (j.value("version", 0) != kVersion) {
+        throw Error("schedule database '" + path + "': unsupported version (this convgen reads version " + std::to_string(kVersion) + ")");
+    }
+    auto records = j.find("records");
+    if (records == j.end() || !records->is_array()) throw Error("schedule database '" + path + "': 'records' must be an array");
+    ScheduleDb db;
+    for (size_t i = 0; i < records->size(); ++i) {
+        db.upsert(record_from_json((*records)[i], "schedule database '" + path + "' record " + std::to_string(i)));
+    }
+    return db;
+}
+
+ScheduleDb ScheduleDb::load_or_empty(const std::string &path) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) return ScheduleDb();
+    return load(path);
+}
+
+void ScheduleDb::save(const std::string &path) const {
+    json records = json::array();
+    for (const auto &r : records_) records.push_back(record_to_json(r));
+    const std::string text = json{{"format", kFormat}, {"version", kVersion}, {"records", records}}.dump(2) + "\n";
+    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        out << text;
+        out.flush();
+        if (!out) {
+            std::remove(tmp.c_str());
+            throw Error("cannot write schedule database '" + tmp + "'");
+        }
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        std::remove(tmp.c_str());
+        throw Error("cannot replace schedule database '" + path + "'");
+    }
+}
+
+void ScheduleDb::upsert(const ScheduleRecord &r) {
+    for (auto &old : records_) {
+        if (same_key(old, r)) {
+            old = r;
+            return;
+        }
+    }
+    records_.push_back(r);
+}
+
+const ScheduleRecord *ScheduleDb::find_exact(const std::string &spec, const std::string &target, int threads,
+                                             const std::string &cpu) const {
+    for (const auto &r : records_) {
+        if (r.spec == spec && r.target == target && r.threads == threads && r.cpu == cpu) return &r;
+    }
+    return nullptr;
+}
+
+void ScheduleDb::merge(const ScheduleDb &other) {
+    for (const auto &r : other.records_) {
+        bool placed = false;
+        for (auto &old : records_) {
+            if (!same_key(old, r)) continue;
+            placed = true;
+            // Complete beats interrupted; then the faster median.
+            if ((r.complete && !old.complete) || (r.complete == old.complete && r.median_ms < old.median_ms)) old = r;
+        }
+        if (!placed) records_.push_back(r);
+    }
+}
+
+int ScheduleDb::prune(const std::string &cpu, const std::string &convgen_version, const std::string &halide_version) {
+    const size_t before = records_.size();
+    records_.erase(std::remove_if(records_.begin(), records_.end(),
+                                  [&](const ScheduleRecord &r) {
+                                      return (!cpu.empty() && r.cpu != cpu) ||
+                                             (!convgen_version.empty() && r.convgen_version != convgen_version) ||
+                                             (!halide_version.empty() && r.halide_version != halide_version);
+                                  }),
+                   records_.end());
+    return static_cast<int>(before - records_.size());
+}
+
+const char *schedule_source_name(ScheduleSource s) {
+    switch (s) {
+    case ScheduleSource::Given: return "given";
+    case ScheduleSource::Tuned: return "tuned";
+    case ScheduleSource::TunedOtherHost: return "tuned on another CPU or version (fallback)";
+    case ScheduleSource::Neighbour: return "adapted from the nearest tuned layer";
+    case ScheduleSource::Heuristic: return "heuristic";
+    }
+    return "?";
+}
+
+ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path, const LayerSpec &spec,
+                               const std::string &target, IsaFamily isa, int threads) {
+    ScheduleLookup out;
+    out.params = heuristic_schedule(spec, isa);
+    if (!db) return out;
+    const std::string key = spec.to_string();
+    const std::string cpu = host_cpu_model(), cv = convgen_version(), hv = halide_version();
+    // Best record for this spec and target: this host and version first, then the closest thread count.
+    const ScheduleRecord *best = nullptr;
+    auto rank = [&](const ScheduleRecord &r) {
+        const int foreign = (r.cpu != cpu || r.convgen_version != cv || r.halide_version != hv) ? 1 : 0;
+        return foreign * 100000 + std::abs(r.threads - threads);
+    };
+    for (const auto &r : db->records()) {
+        if (r.spec != key || r.target != target) continue;
+        if (!best || rank(r) < rank(*best)) best = &r;
+    }
+    if (best) {
+        out.params = ScheduleParams::parse(best->schedule);
+        const bool foreign = best->cpu != cpu || best->convgen_version != cv || best->halide_version != hv;
+        out.source = foreign ? ScheduleSource::TunedOtherHost : ScheduleSource::Tuned;
+        char buf[256];
+        std::snprintf(buf, sizeof buf, "%.4g ms at %d thread(s) on %s, convgen %s, Halide %s%s", best->median_ms, best->threads,
+                      best->cpu.c_str(), best->convgen_version.c_str(), best->halide_version.c_str(),
+                      best->complete ? "" : ", tuning incomplete");
+        out.detail = "db " + db_path + ": " + buf;
+        return out;
+    }
+    // Nearest neighbour of the same kind, kernel, stride, layout and group structure.
+    const ScheduleRecord *nearest = nullptr;
+    double nearest_d = 1e30;
+    for (const auto &r : db->records()) {
+        if (r.target != target) continue;
+        LayerSpec o;
+        try {
+            o = parse_layer_spec(r.spec);
+        } catch (const Error &) {
+            continue;
+        }
+        if (o.kind != spec.kind || o.k != spec.k || o.s != spec.s || o.layout != spec.layout) continue;
+        if (o.kind == LayerKind::Conv && ((o.g == 1) != (spec.g == 1) || o.is_depthwise_conv() != spec.is_depthwise_conv())) continue;
+        double d = log_ratio(o.c1, spec.c1) + log_ratio(o.c2, spec.c2) +
+                   log_ratio(double(o.out_h()) * o.out_w() * o.n, double(spec.out_h()) * spec.out_w() * spec.n) +
+                   (o.kind == LayerKind::Conv ? log_ratio(o.c1 / o.g, spec.c1 / spec.g) : 0.0) + 0.01 * std::abs(r.threads - threads);
+        if (d < nearest_d) {
+            nearest_d = d;
+            nearest = &r;
+        }
+    }
+    if (nearest) {
+        out.params = adapt(ScheduleParams::parse(nearest->schedule), spec);
+        out.params.vector_width = heuristic_schedule(spec, isa).vector_width;
+        out.source = ScheduleSource::Neighbour;
+        out.detail = "db " + db_path + ": from '" + nearest->spec + "'";
+    }
+    return out;
+}
+
+std::string host_cpu_model() {
+    const HostCpu &cpu = host_cpu();
+    return cpu.model.empty() ? cpu_arch_name(cpu.arch) : cpu.model;
+}
+
+std::string convgen_version() { return CONVGEN_VERSION_STRING; }
+
+std::string halide_version() { return CONVGEN_HALIDE_VERSION_STRING; }
+
+std::string utc_now_iso8601() {
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+std::string default_schedule_db_path() {
+    const char *env = std::getenv("CONVGEN_SCHEDULE_DB");
+    if (env) return env;  // set but empty: no database
+    struct stat st;
+    if (::stat(CONVGEN_DEFAULT_SCHEDULE_DB, &st) == 0) return CONVGEN_DEFAULT_SCHEDULE_DB;
+    return "";
+}
+
+}  // namespace convgen

@@ -1,0 +1,85 @@
+// The schedule database: tuned ScheduleParams per (normalised spec, target, threads), as a
+// human-readable JSON file written atomically. The autotuner fills it; the JIT, the AOT generator
+// and `convgen explain` read it.
+//
+// {"format": "convgen-schedule-db", "version": 1, "records": [
+//   {"spec": "...", "target": "...", "threads": 1, "schedule": "vec=8 ...", "median_ms": 0.52,
+//    "gflops": 88.1, "heuristic_ms": 0.61, "cpu": "AMD EPYC 7B13", "convgen": "0.1.0",
+//    "halide": "14.0.0", "date": "2026-11-28T02:10:00Z", "complete": true, "candidates": 41}, ...]}
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dsl/layer_spec.h"
+#include "schedules/schedule_params.h"
+
+namespace convgen {
+
+struct ScheduleRecord {
+    std::string spec;    // normalised
+    std::string target;  // canonical Halide target string
+    int threads = 1;
+    std::string schedule;  // ScheduleParams text
+    double median_ms = 0;
+    double gflops = 0;
+    double heuristic_ms = 0;  // the heuristic's median in the same run (0: not measured)
+    std::string cpu;          // host CPU model it was measured on
+    std::string convgen_version;
+    std::string halide_version;
+    std::string date;       // ISO 8601, UTC
+    bool complete = false;  // false: tuning was interrupted; a re-run resumes this layer
+    int candidates = 0;     // candidates measured so far
+};
+
+class ScheduleDb {
+public:
+    // Throws convgen::Error naming the file and the problem (missing, not JSON, wrong fields).
+    static ScheduleDb load(const std::string &path);
+    // An absent file is an empty database; anything else as load().
+    static ScheduleDb load_or_empty(const std::string &path);
+    // Writes to a temporary file in the same directory, then renames it over `path`.
+    void save(const std::string &path) const;
+
+    const std::vector<ScheduleRecord> &records() const { return records_; }
+    // Replaces the record with the same (spec, target, threads, cpu), or adds it.
+    void upsert(const ScheduleRecord &r);
+    const ScheduleRecord *find_exact(const std::string &spec, const std::string &target, int threads, const std::string &cpu) const;
+    // Merges `other`: for each key the faster complete record wins (same CPU model), else both kept.
+    void merge(const ScheduleDb &other);
+    // Drops records whose convgen/Halide version or CPU differ from the given ones (empty: keep any).
+    int prune(const std::string &cpu, const std::string &convgen_version, const std::string &halide_version);
+
+private:
+    std::vector<ScheduleRecord> records_;
+};
+
+// What a lookup found, for explain and logs.
+enum class ScheduleSource { Given, Tuned, TunedOtherHost, Neighbour, Heuristic };
+const char *schedule_source_name(ScheduleSource s);
+
+struct ScheduleLookup {
+    ScheduleParams params;
+    ScheduleSource source = ScheduleSource::Heuristic;
+    std::string detail;  // e.g. "db x.json, 0.52 ms on AMD EPYC 7B13" or the neighbour's spec
+};
+
+// The schedule for `spec` on `target`: the database's record for this CPU model and version
+// (threads: the closest count), else one from another CPU/version (marked as a fallback), else
+// the nearest tuned neighbour (same kind, k, s, layout; closest channels and size) with its
+// parameters adapted to this spec, else the heuristic.
+ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path, const LayerSpec &spec,
+                               const std::string &target, IsaFamily isa, int threads);
+
+// This process's identity for records: CPU model, versions, the time now.
+std::string host_cpu_model();
+std::string convgen_version();
+std::string halide_version();
+std::string utc_now_iso8601();
+
+// The database the JIT uses when none is given: $CONVGEN_SCHEDULE_DB, else the checked-in default
+// under schedules/db/ (if it exists), else none ("").
+std::string default_schedule_db_path();
+
+}  // namespace convgen

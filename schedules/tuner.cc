@@ -1,0 +1,403 @@
+#include "schedules/tuner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <future>
+#include <optional>
+#include <thread>
+#include <map>
+#include <ostream>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "runtime/errors.h"
+#include "runtime/reference.h"
+#include "runtime/weights.h"
+
+namespace convgen {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string format_duration(double s) {
+    char buf[32];
+    const int total = static_cast<int>(std::max(0.0, s) + 0.5);
+    std::snprintf(buf, sizeof buf, "%d:%02d", total / 60, total % 60);
+    return buf;
+}
+
+// One layer's fixed data: weights, input and the reference output every candidate must match.
+struct LayerBench {
+    LayerSpec spec;
+    FoldedWeights folded;
+    Tensor input, expected;
+};
+
+struct Measured {
+    ScheduleParams params;
+    double median_ms = 0;
+    std::shared_ptr<const Kernel> kernel;
+    PackedWeights packed;
+};
+
+double median_of(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+// Runs the kernel `reps` times and returns the per-run times in ms.
+std::vector<double> time_runs(const Kernel &kernel, const LayerBench &b, const PackedWeights &packed, Tensor &out, int reps) {
+    std::vector<double> ms;
+    for (int i = 0; i < reps; ++i) {
+        const auto t0 = Clock::now();
+        kernel.run(b.input, packed, out);
+        ms.push_back(seconds_since(t0) * 1e3);
+    }
+    return ms;
+}
+
+// Compiles, checks against the reference, times. Returns false (and says why in `why`) when the
+// candidate does not compile or gives wrong answers: it is rejected, never kept.
+bool evaluate(const std::shared_ptr<const Kernel> &kernel, const LayerBench &b, Measured &m, std::string &why) {
+    m.kernel = kernel;
+    m.packed = kernel->pack(b.folded);
+    Tensor out(b.spec.output_shape());
+    kernel->run(b.input, m.packed, out);
+    double err = 0, limit = 0;
+    if (!within_tolerance(b.expected, out, &err, &limit)) {
+        char buf[128];
+        std::snprintf(buf, sizeof buf, "wrong results: max|err| %.3g > %.3g", err, limit);
+        why = buf;
+        return false;
+    }
+    // Warm up, then enough repeats for ~0.15 s (at least 5, at most 40).
+    const std::vector<double> first = time_runs(*kernel, b, m.packed, out, 2);
+    const int reps = std::clamp(static_cast<int>(150.0 / std::max(first[1], 1e-3)), 5, 40);
+    m.median_ms = median_of(time_runs(*kernel, b, m.packed, out, reps));
+    return true;
+}
+
+int register_count(IsaFamily isa) { return (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 16 : 32; }
+
+// The neighbours of `p` in the template space: one knob changed.
+std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &spec, IsaFamily isa) {
+    std::vector<ScheduleParams> out;
+    auto add = [&](ScheduleParams q) {
+        // Accumulators beyond twice the register file only spill: not worth a measurement.
+        if (q.tile_vectors < 1 || q.tile_rows < 1 || q.tile_vectors > 8 || q.tile_rows > 8) return;
+        if (q.tile_vectors * q.tile_rows > 2 * register_count(isa)) return;
+        if (q.parallel_rows < 1 || q.parallel_rows > std::max(1, spec.out_h() * spec.n)) return;
+        out.push_back(q);
+    };
+    for (int d : {-1, 1}) {
+        ScheduleParams q = p;
+        q.tile_vectors += d;
+        add(q);
+        q = p;
+        q.tile_rows += d;
+        add(q);
+    }
+    for (int f : {2, 0}) {
+        ScheduleParams q = p;
+        q.parallel_rows = f ? p.parallel_rows * 2 : p.parallel_rows / 2;
+        add(q);
+    }
+    const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
+    if (spec.layout == Layout::NCHW && channel_vectorization_supported(spec)) {
+        ScheduleParams q = p;
+        q.vectorize_channels ^= 1;
+        add(q);
+    }
+    if (grouped_nchw) {
+        ScheduleParams q = p;
+        q.parallel_channels ^= 1;
+        add(q);
+    }
+    if (spec.kind == LayerKind::DepthwisePointwise && spec.layout == Layout::NCHW) {
+        ScheduleParams q = p;
+        q.depthwise_per_task ^= 1;
+        add(q);
+    }
+    return out;
+}
+
+class Progress {
+public:
+    Progress(std::ostream &log, bool tty) : log_(log), tty_(tty) {}
+    void update(const std::string &line) {
+        if (tty_) {
+            log_ << "\r\033[K" << line << std::flush;
+        }
+    }
+    void event(const std::string &line) {
+        if (tty_) log_ << "\r\033[K";
+        log_ << line << "\n" << std::flush;
+    }
+
+private:
+    std::ostream &log_;
+    bool tty_;
+};
+
+}  // namespace
+
+double parse_duration(const std::string &text) {
+    if (text.empty()) throw Error("duration is empty (e.g. 10m, 90s, 1h)");
+    size_t used = 0;
+    double v = 0;
+    try {
+        v = std::stod(text, &used);
+    } catch (const std::exception &) {
+        used = 0;
+    }
+    const std::string unit = used ? text.substr(used) : "";
+    double scale = 0;
+    if (unit.empty() || unit == "s") scale = 1;
+    else if (unit == "m" || unit == "min") scale = 60;
+    else if (unit == "h") scale = 3600;
+    if (used == 0 || scale == 0 || !(v > 0) || !std::isfinite(v) || v * scale > 7 * 24 * 3600.0) {
+        throw Error("duration '" + text + "' is not a positive number of seconds, minutes or hours below a week (e.g. 10m, 90s, 1h)");
+    }
+    return v * scale;
+}
+
+std::vector<LayerSpec> shard_of(const std::vector<LayerSpec> &specs, int index, int count) {
+    if (count < 1 || index < 0 || index >= count) {
+        throw Error("shard " + std::to_string(index) + "/" + std::to_string(count) + " is not i/N with 0 <= i < N");
+    }
+    std::vector<LayerSpec> out;
+    for (size_t i = 0; i < specs.size(); ++i) {
+        if (static_cast<int>(i % count) == index) out.push_back(specs[i]);
+    }
+    return out;
+}
+
+std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs, const TuneOptions &opt, const CompileFn &compile,
+                                        std::ostream &log, const volatile bool *stop) {
+    const std::vector<LayerSpec> specs = shard_of(all_specs, opt.shard_index, opt.shard_count);
+    if (specs.empty()) throw Error("shard " + std::to_string(opt.shard_index) + "/" + std::to_string(opt.shard_count) + " has no layers");
+    ScheduleDb db = ScheduleDb::load_or_empty(opt.db_path);
+    const std::string cpu = host_cpu_model();
+    const auto run_start = Clock::now();
+    const double per_layer = opt.per_layer_seconds > 0 ? opt.per_layer_seconds : opt.budget_seconds / specs.size();
+    Progress progress(log, opt.progress_tty);
+    std::mt19937 rng(opt.seed);
+    std::vector<LayerTuneResult> results;
+
+    auto save_record = [&](const LayerSpec &spec, const Measured &best, double heuristic_ms, bool complete, int candidates) {
+        ScheduleRecord r;
+        r.spec = spec.to_string();
+        r.target = opt.target;
+        r.threads = opt.threads;
+        r.schedule = best.params.to_string();
+        r.median_ms = best.median_ms;
+        r.gflops = spec.flops() / (best.median_ms * 1e-3) * 1e-9;
+        r.heuristic_ms = heuristic_ms;
+        r.cpu = cpu;
+        r.convgen_version = convgen_version();
+        r.halide_version = halide_version();
+        r.date = utc_now_iso8601();
+        r.complete = complete;
+        r.candidates = candidates;
+        db.upsert(r);
+        db.save(opt.db_path);
+    };
+
+    for (size_t li = 0; li < specs.size(); ++li) {
+        const LayerSpec &spec = specs[li];
+        LayerTuneResult result;
+        result.spec = spec;
+        const std::string label = "[" + std::to_string(li + 1) + "/" + std::to_string(specs.size()) + " " +
+                                  (spec.name.empty() ? spec.to_string() : spec.name) + "]";
+        const ScheduleRecord *existing = db.find_exact(spec.to_string(), opt.target, opt.threads, cpu);
+        if (existing && existing->complete) {
+            result.skipped = true;
+            result.tuned_ms = existing->median_ms;
+            result.heuristic_ms = existing->heuristic_ms;
+            result.tuned_schedule = existing->schedule;
+            progress.event(label + " already tuned (" + existing->schedule + "), skipped");
+            results.push_back(result);
+            continue;
+        }
+        if (stop && *stop) break;
+        const auto layer_start = Clock::now();
+        const double run_left = opt.budget_seconds - seconds_since(run_start);
+        const double layer_budget = std::min(per_layer, std::max(run_left, 0.0));
+
+        LayerBench bench;
+        bench.spec = spec;
+        const RawWeights raw = random_raw_weights(spec, opt.seed + static_cast<unsigned>(li));
+        bench.folded = fold_batchnorm(spec, raw);
+        bench.input = random_input(spec, opt.seed + 1000 + static_cast<unsigned>(li));
+        bench.expected = reference_forward(spec, raw, bench.input);
+
+        std::map<std::string, double> seen;  // schedule text -> median ms (or -1 if rejected)
+        std::vector<Measured> measured;      // accepted, in measurement order
+        const ScheduleParams heuristic = heuristic_schedule(spec, opt.isa);
+        double heuristic_first_ms = 0;
+
+        auto try_kernel = [&](const ScheduleParams &p, std::shared_ptr<const Kernel> kernel, const std::string &compile_error) {
+            const std::string text = p.to_string();
+            ++result.candidates;
+            Measured m;
+            m.params = p;
+            std::string why = compile_error;
+            if (why.empty() && kernel) {
+                try {
+                    evaluate(kernel, bench, m, why);
+                } catch (const Error &e) {
+                    why = e.what();
+                }
+            }
+            if (!why.empty()) {
+                ++result.rejected;
+                seen[text] = -1;
+                progress.event(label + " rejected " + text + ": " + why);
+                return;
+            }
+            seen[text] = m.median_ms;
+            const bool improved = measured.empty() || m.median_ms < std::min_element(measured.begin(), measured.end(), [](auto &a, auto &b) {
+                                                                       return a.median_ms < b.median_ms;
+                                                                   })->median_ms;
+            measured.push_back(m);
+            if (p == heuristic && heuristic_first_ms == 0) heuristic_first_ms = m.median_ms;
+            if (improved) save_record(spec, m, heuristic_first_ms, false, result.candidates);
+            const double best = std::min_element(measured.begin(), measured.end(), [](auto &a, auto &b) { return a.median_ms < b.median_ms; })->median_ms;
+            char buf[320];
+            const double elapsed = seconds_since(layer_start);
+            const double eta = std::max(0.0, layer_budget - elapsed) + per_layer * double(specs.size() - li - 1);
+            std::snprintf(buf, sizeof buf, "%s %d candidates, best %.4g ms%s, layer %s/%s, ETA %s", label.c_str(), result.candidates,
+                          best, heuristic_first_ms > 0 ? (" (" + std::to_string(heuristic_first_ms / best).substr(0, 4) + "x heuristic)").c_str() : "",
+                          format_duration(elapsed).c_str(), format_duration(layer_budget).c_str(), format_duration(eta).c_str());
+            progress.update(buf);
+            if (!opt.progress_tty && improved) progress.event(std::string(buf) + "  <- " + text);
+        };
+        auto compile_now = [&](const ScheduleParams &p) {
+            try {
+                try_kernel(p, compile(spec, p), "");
+            } catch (const Error &e) {
+                try_kernel(p, nullptr, std::string("does not compile: ") + e.what());
+            }
+        };
+
+        // Seeds: the heuristic, a previous (interrupted) run's best, and Halide's autoschedulers.
+        compile_now(heuristic);
+        if (existing) {
+            try {
+                const ScheduleParams prev = ScheduleParams::parse(existing->schedule);
+                if (!seen.count(prev.to_string())) compile_now(prev);
+            } catch (const Error &) {
+            }
+        }
+        if (opt.autoschedulers) {
+            for (int a = 0; a < 3; ++a) {
+                if ((stop && *stop) || seconds_since(layer_start) > layer_budget) break;
+                ScheduleParams p;
+                p.autoscheduler = halide_autoschedulers()[a];
+                compile_now(p);
+                if (seen[p.to_string()] > 0) result.autoscheduler_ms[a] = seen[p.to_string()];
+            }
+        }
+
+        // Evolutionary search over the templates: mutate one of the best few, never re-measure.
+        // The next candidate compiles on another core while the current one is measured.
+        auto pick_next = [&]() -> std::optional<ScheduleParams> {
+            std::vector<const Measured *> ranked;
+            for (const auto &m : measured) {
+                if (m.params.autoscheduler.empty()) ranked.push_back(&m);
+            }
+            std::sort(ranked.begin(), ranked.end(), [](auto a, auto b) { return a->median_ms < b->median_ms; });
+            if (ranked.empty()) return std::nullopt;
+            const size_t parents = std::min<size_t>(ranked.size(), 4);
+            std::vector<ScheduleParams> pool;
+            for (size_t i = 0; i < parents; ++i) {
+                for (const auto &q : mutations(ranked[i]->params, spec, opt.isa)) {
+                    if (!seen.count(q.to_string())) {
+                        // Mutations of better parents appear more often (rank-weighted).
+                        for (size_t w = i; w < parents; ++w) pool.push_back(q);
+                    }
+                }
+            }
+            if (pool.empty()) {  // a local optimum: jump two steps from the best
+                for (const auto &q1 : mutations(ranked[0]->params, spec, opt.isa)) {
+                    for (const auto &q2 : mutations(q1, spec, opt.isa)) {
+                        if (!seen.count(q2.to_string())) pool.push_back(q2);
+                    }
+                }
+            }
+            if (pool.empty()) return std::nullopt;
+            return pool[std::uniform_int_distribution<size_t>(0, pool.size() - 1)(rng)];
+        };
+        const bool overlap = opt.threads < static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
+        auto start_compile = [&](const ScheduleParams &p) {
+            seen[p.to_string()] = 0;  // reserved: being compiled
+            return std::async(overlap ? std::launch::async : std::launch::deferred, [&compile, &spec, p] { return compile(spec, p); });
+        };
+        std::optional<ScheduleParams> current = pick_next();
+        std::future<std::shared_ptr<const Kernel>> compiling;
+        if (current) compiling = start_compile(*current);
+        while (current && !(stop && *stop) && seconds_since(layer_start) < layer_budget) {
+            std::shared_ptr<const Kernel> kernel;
+            std::string error;
+            try {
+                kernel = compiling.get();
+            } catch (const Error &e) {
+                error = std::string("does not compile: ") + e.what();
+            }
+            const ScheduleParams p = *current;
+            current = pick_next();
+            if (current) compiling = start_compile(*current);
+            try_kernel(p, kernel, error);
+        }
+        if (compiling.valid()) compiling.wait();  // never leave a compile running past its layer
+
+        // Noise: re-measure the leaders and the heuristic, interleaved, before declaring a winner.
+        std::vector<Measured *> leaders;
+        for (auto &m : measured) leaders.push_back(&m);
+        std::sort(leaders.begin(), leaders.end(), [](auto a, auto b) { return a->median_ms < b->median_ms; });
+        if (leaders.size() > 3) leaders.resize(3);
+        Measured *heur = nullptr;
+        for (auto &m : measured) {
+            if (m.params == heuristic) heur = &m;
+        }
+        if (heur && std::find(leaders.begin(), leaders.end(), heur) == leaders.end()) leaders.push_back(heur);
+        if (leaders.empty()) {
+            progress.event(label + " no candidate matched the reference; nothing stored");
+            results.push_back(result);
+            continue;
+        }
+        std::map<Measured *, std::vector<double>> samples;
+        Tensor out(spec.output_shape());
+        for (int round = 0; round < 5; ++round) {
+            for (Measured *m : leaders) {
+                const double t = leaders.front()->median_ms;
+                const int reps = std::clamp(static_cast<int>(40.0 / std::max(t, 1e-3)), 3, 15);
+                for (double v : time_runs(*m->kernel, bench, m->packed, out, reps)) samples[m].push_back(v);
+            }
+        }
+        for (Measured *m : leaders) m->median_ms = median_of(samples[m]);
+        Measured *winner = *std::min_element(leaders.begin(), leaders.end(), [](auto a, auto b) { return a->median_ms < b->median_ms; });
+        result.heuristic_ms = heur ? heur->median_ms : 0;
+        result.tuned_ms = winner->median_ms;
+        result.tuned_schedule = winner->params.to_string();
+        result.seconds = seconds_since(layer_start);
+        const bool finished = !(stop && *stop);
+        save_record(spec, *winner, result.heuristic_ms, finished, result.candidates);
+        char buf[256];
+        std::snprintf(buf, sizeof buf, "%s done: %.4g ms (heuristic %.4g ms, %.2fx) after %d candidates (%d rejected) in %s", label.c_str(),
+                      result.tuned_ms, result.heuristic_ms, result.heuristic_ms > 0 ? result.heuristic_ms / result.tuned_ms : 0.0,
+                      result.candidates, result.rejected, format_duration(result.seconds).c_str());
+        progress.event(std::string(buf) + "  <- " + result.tuned_schedule);
+        results.push_back(result);
+        if (!finished) break;
+    }
+    return results;
+}
+
+}  // namespace convgen

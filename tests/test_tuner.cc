@@ -1,0 +1,240 @@
+// The schedule database and the autotuner (schedules/schedule_db.h, schedules/tuner.h).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "codegen/jit.h"
+#include "runtime/errors.h"
+#include "schedules/default_schedules.h"
+#include "schedules/schedule_db.h"
+#include "schedules/tuner.h"
+
+namespace convgen {
+namespace {
+
+std::string temp_path(const std::string &name) {
+    return ::testing::TempDir() + "convgen_test_tuner_" + std::to_string(::getpid()) + "_" + name;
+}
+
+void write_text(const std::string &path, const std::string &text) {
+    std::ofstream(path, std::ios::trunc) << text;
+}
+
+ScheduleRecord make_record(const std::string &spec_text, const std::string &schedule, double ms, const std::string &cpu) {
+    ScheduleRecord r;
+    r.spec = parse_layer_spec(spec_text).to_string();
+    r.target = "x86-64-linux-avx-avx2-f16c-fma-sse41";
+    r.threads = 1;
+    r.schedule = schedule;
+    r.median_ms = ms;
+    r.gflops = 1;
+    r.cpu = cpu;
+    r.convgen_version = convgen_version();
+    r.halide_version = halide_version();
+    r.date = "2026-11-28T00:00:00Z";
+    r.complete = true;
+    return r;
+}
+
+TEST(ScheduleDb, RoundTripsAndMerges) {
+    const std::string path = temp_path("rt.json");
+    ScheduleDb db;
+    db.upsert(make_record("conv c1=8 c2=8 h=8 w=8 k=3", "vec=8 tile_vectors=1 tile_rows=4 parallel_rows=1 channels=0 channel_tasks=0 dw_per_task=0", 1.0, "cpuA"));
+    db.upsert(make_record("dwconv c1=8 c2=16 h=8 w=8 k=3", "auto=Li2018", 2.0, "cpuA"));
+    db.save(path);
+    const ScheduleDb back = ScheduleDb::load(path);
+    ASSERT_EQ(back.records().size(), 2u);
+    EXPECT_EQ(back.records()[1].schedule, "auto=Li2018");
+    EXPECT_DOUBLE_EQ(back.records()[0].median_ms, 1.0);
+
+    ScheduleDb other;
+    other.upsert(make_record("conv c1=8 c2=8 h=8 w=8 k=3", "vec=8 tile_vectors=2 tile_rows=2 parallel_rows=1 channels=0 channel_tasks=0 dw_per_task=0", 0.5, "cpuA"));
+    other.upsert(make_record("conv c1=8 c2=8 h=8 w=8 k=3", "vec=8 tile_vectors=2 tile_rows=2 parallel_rows=1 channels=0 channel_tasks=0 dw_per_task=0", 0.7, "cpuB"));
+    ScheduleDb merged = back;
+    merged.merge(other);
+    ASSERT_EQ(merged.records().size(), 3u);  // cpuB is another key
+    EXPECT_DOUBLE_EQ(merged.find_exact(parse_layer_spec("conv c1=8 c2=8 h=8 w=8 k=3").to_string(),
+                                       "x86-64-linux-avx-avx2-f16c-fma-sse41", 1, "cpuA")->median_ms, 0.5);
+    EXPECT_EQ(merged.prune("cpuA", "", ""), 1);
+    EXPECT_EQ(merged.records().size(), 2u);
+    std::remove(path.c_str());
+}
+
+TEST(ScheduleDb, RejectsBadFiles) {
+    const std::string path = temp_path("bad.json");
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"{not json", "not valid JSON"},
+        {"[]", "not a convgen schedule database"},
+        {R"({"format":"convgen-schedule-db","version":99,"records":[]})", "unsupported version"},
+        {R"({"format":"convgen-schedule-db","version":1,"records":{}})", "'records' must be an array"},
+        {R"({"format":"convgen-schedule-db","version":1,"records":[{"spec":"conv c1=8"}]})", "record 0"},
+        {R"({"format":"convgen-schedule-db","version":1,"records":[{"spec":"conv n=1 c1=8 c2=8 h=8 w=8 k=3 s=1 p=1 g=1 act=relu bn=1 eps=1e-05 layout=nchw","target":"x","threads":1,"schedule":"vec=zz","median_ms":1,"gflops":1,"cpu":"c","convgen":"v","halide":"h","date":"d","complete":true}]})",
+         "schedule parameter 'vec'"},
+    };
+    for (const auto &[text, expected] : cases) {
+        write_text(path, text);
+        try {
+            ScheduleDb::load(path);
+            ADD_FAILURE() << "accepted: " << text;
+        } catch (const Error &e) {
+            EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+        }
+    }
+    EXPECT_THROW(ScheduleDb::load(temp_path("missing.json")), Error);
+    EXPECT_TRUE(ScheduleDb::load_or_empty(temp_path("missing.json")).records().empty());
+    std::remove(path.c_str());
+}
+
+TEST(ScheduleDb, LookupPrefersThisHostThenFallsBackThenNeighbours) {
+    const std::string target = "x86-64-linux-avx-avx2-f16c-fma-sse41";
+    const std::string tuned = "vec=8 tile_vectors=3 tile_rows=4 parallel_rows=2 channels=0 channel_tasks=0 dw_per_task=0";
+    ScheduleDb db;
+    db.upsert(make_record("conv c1=64 c2=64 h=56 w=56 k=3", tuned, 1.0, host_cpu_model()));
+    db.upsert(make_record("conv c1=32 c2=32 h=28 w=28 k=3", "auto=Li2018", 1.0, "some other CPU"));
+    const LayerSpec exact = parse_layer_spec("conv c1=64 c2=64 h=56 w=56 k=3");
+    ScheduleLookup l = lookup_schedule(&db, "db.json", exact, target, IsaFamily::AVX2, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Tuned);
+    EXPECT_EQ(l.params.to_string(), tuned);
+
+    l = lookup_schedule(&db, "db.json", parse_layer_spec("conv c1=32 c2=32 h=28 w=28 k=3"), target, IsaFamily::AVX2, 1);
+    EXPECT_EQ(l.source, ScheduleSource::TunedOtherHost);
+    EXPECT_EQ(l.params.autoscheduler, "Li2018");
+
+    // No record: the nearest layer with the same kind, k and s; the heuristic for anything else.
+    l = lookup_schedule(&db, "db.json", parse_layer_spec("conv c1=64 c2=72 h=50 w=50 k=3"), target, IsaFamily::AVX2, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Neighbour);
+    EXPECT_NE(l.detail.find("c1=64 c2=64"), std::string::npos) << l.detail;
+    EXPECT_EQ(l.params.tile_vectors, 3);
+    l = lookup_schedule(&db, "db.json", parse_layer_spec("conv c1=64 c2=64 h=56 w=56 k=5"), target, IsaFamily::AVX2, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Heuristic);
+    l = lookup_schedule(&db, "db.json", exact, "x86-64-linux-sse41", IsaFamily::Generic, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Heuristic);
+    l = lookup_schedule(nullptr, "", exact, target, IsaFamily::AVX2, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Heuristic);
+}
+
+TEST(Tuner, DurationsAndShards) {
+    EXPECT_DOUBLE_EQ(parse_duration("10m"), 600);
+    EXPECT_DOUBLE_EQ(parse_duration("90s"), 90);
+    EXPECT_DOUBLE_EQ(parse_duration("1.5h"), 5400);
+    EXPECT_DOUBLE_EQ(parse_duration("45"), 45);
+    for (const char *bad : {"", "m", "-1m", "0", "10x", "nan", "1e9h"}) EXPECT_THROW(parse_duration(bad), Error) << bad;
+    std::vector<LayerSpec> specs;
+    for (int c = 1; c <= 7; ++c) specs.push_back(parse_layer_spec("conv c1=" + std::to_string(c) + " c2=4 h=5 w=5 k=3"));
+    size_t total = 0;
+    for (int i = 0; i < 3; ++i) {
+        const auto part = shard_of(specs, i, 3);
+        total += part.size();
+        for (const auto &s : part) EXPECT_EQ((s.c1 - 1) % 3, i);
+    }
+    EXPECT_EQ(total, specs.size());
+    EXPECT_THROW(shard_of(specs, 3, 3), Error);
+    EXPECT_THROW(shard_of(specs, 0, 0), Error);
+}
+
+CompileFn jit_compile_fn(bool sabotage = false) {
+    return [sabotage](const LayerSpec &spec, const ScheduleParams &p) {
+        CompileOptions o;
+        o.has_schedule = true;
+        o.schedule = p;
+        o.disk_cache = false;
+        if (sabotage && p.autoscheduler.empty() && p.tile_rows != heuristic_schedule(spec, isa_family_of(Halide::get_host_target())).tile_rows) {
+            // A "candidate" that computes something else: same shapes, another activation.
+            LayerSpec wrong = spec;
+            wrong.act = Activation::Identity;
+            return jit_compile(wrong, o).kernel;
+        }
+        return jit_compile(spec, o).kernel;
+    };
+}
+
+TEST(Tuner, TunesStoresAndResumes) {
+    const std::string db_path = temp_path("tune.json");
+    std::remove(db_path.c_str());
+    TuneOptions opt;
+    opt.db_path = db_path;
+    opt.target = canonical_target("host");
+    opt.isa = isa_family_of(Halide::get_host_target());
+    opt.budget_seconds = 6;
+    opt.autoschedulers = false;
+    std::vector<LayerSpec> specs = {parse_layer_spec("conv name=a c1=16 c2=16 h=12 w=12 k=3"),
+                                    parse_layer_spec("dwconv name=b c1=8 c2=16 h=10 w=10 k=3")};
+    std::ostringstream log;
+    const auto results = tune_suite(specs, opt, jit_compile_fn(), log, nullptr);
+    ASSERT_EQ(results.size(), 2u);
+    const ScheduleDb db = ScheduleDb::load(db_path);
+    ASSERT_EQ(db.records().size(), 2u) << log.str();
+    for (const auto &r : results) {
+        EXPECT_FALSE(r.skipped);
+        EXPECT_GT(r.candidates, 1) << log.str();
+        EXPECT_GT(r.tuned_ms, 0);
+        EXPECT_GT(r.heuristic_ms, 0);
+        EXPECT_LE(r.tuned_ms, r.heuristic_ms * 1.0000001) << "the winner is the fastest re-measured leader";
+        const ScheduleRecord *rec = db.find_exact(r.spec.to_string(), opt.target, 1, host_cpu_model());
+        ASSERT_NE(rec, nullptr);
+        EXPECT_TRUE(rec->complete);
+        EXPECT_EQ(rec->schedule, r.tuned_schedule);
+    }
+    // A second run finds both layers tuned and skips them.
+    const auto again = tune_suite(specs, opt, jit_compile_fn(), log, nullptr);
+    EXPECT_TRUE(again[0].skipped && again[1].skipped);
+    std::remove(db_path.c_str());
+}
+
+TEST(Tuner, WrongCandidatesAreRejectedNeverStored) {
+    const std::string db_path = temp_path("wrong.json");
+    std::remove(db_path.c_str());
+    TuneOptions opt;
+    opt.db_path = db_path;
+    opt.target = canonical_target("host");
+    opt.isa = isa_family_of(Halide::get_host_target());
+    opt.budget_seconds = 4;
+    opt.autoschedulers = false;
+    const LayerSpec spec = parse_layer_spec("conv name=w c1=16 c2=16 h=12 w=12 k=3 act=relu");
+    std::ostringstream log;
+    const auto results = tune_suite({spec}, opt, jit_compile_fn(true), log, nullptr);
+    ASSERT_EQ(results.size(), 1u);
+    EXPECT_GT(results[0].rejected, 0) << log.str();
+    EXPECT_NE(log.str().find("wrong results"), std::string::npos) << log.str();
+    const ScheduleDb stored = ScheduleDb::load(db_path);
+    const ScheduleRecord *rec = stored.find_exact(spec.to_string(), opt.target, 1, host_cpu_model());
+    ASSERT_NE(rec, nullptr);
+    // Only the heuristic's tile_rows computes the right thing in this sabotaged space.
+    EXPECT_EQ(ScheduleParams::parse(rec->schedule).tile_rows, heuristic_schedule(spec, opt.isa).tile_rows);
+    std::remove(db_path.c_str());
+}
+
+TEST(Tuner, StopFlagLeavesAValidResumableDatabase) {
+    const std::string db_path = temp_path("stop.json");
+    std::remove(db_path.c_str());
+    TuneOptions opt;
+    opt.db_path = db_path;
+    opt.target = canonical_target("host");
+    opt.isa = isa_family_of(Halide::get_host_target());
+    opt.budget_seconds = 60;
+    opt.autoschedulers = false;
+    const LayerSpec spec = parse_layer_spec("conv name=s c1=16 c2=16 h=12 w=12 k=3");
+    volatile bool stop = false;
+    std::atomic<int> compiles{0};
+    CompileFn fn = [&](const LayerSpec &s, const ScheduleParams &p) {
+        if (++compiles == 3) stop = true;  // as a SIGINT handler would, mid-search
+        return jit_compile_fn()(s, p);
+    };
+    std::ostringstream log;
+    tune_suite({spec}, opt, fn, log, &stop);
+    const ScheduleDb stored = ScheduleDb::load(db_path);
+    const ScheduleRecord *rec = stored.find_exact(spec.to_string(), opt.target, 1, host_cpu_model());
+    ASSERT_NE(rec, nullptr);
+    EXPECT_FALSE(rec->complete);  // a re-run resumes this layer
+    opt.budget_seconds = 3;
+    const auto resumed = tune_suite({spec}, opt, jit_compile_fn(), log, nullptr);
+    EXPECT_FALSE(resumed[0].skipped);
+    EXPECT_TRUE(ScheduleDb::load(db_path).find_exact(spec.to_string(), opt.target, 1, host_cpu_model())->complete);
+    std::remove(db_path.c_str());
+}
+
+}  // namespace
+}  // namespace convgen
