@@ -22,6 +22,7 @@
 #include "dsl/layer_spec.h"
 #include "runtime/errors.h"
 #include "schedules/default_schedules.h"
+#include "schedules/schedule_db.h"
 #include "schedules/schedule_params.h"
 
 namespace convgen {
@@ -36,12 +37,21 @@ std::string from_generator_param(std::string text) {
     return text;
 }
 
-// An explicit schedule wins; else the schedule database's (when one is given); else the heuristic.
-ScheduleParams resolve_schedule(const LayerSpec &spec, const std::string &schedule_text, const std::string &schedule_db,
+// An explicit schedule wins; else the schedule database's record for this spec and target (or its
+// nearest tuned neighbour, see schedules/schedule_db.h); else the heuristic. AOT kernels run at
+// any thread count: records measured closest to one thread are preferred.
+ScheduleLookup resolve_schedule(const LayerSpec &spec, const std::string &schedule_text, const std::string &schedule_db,
                                 const Halide::Target &target) {
-    if (!schedule_text.empty()) return ScheduleParams::parse(from_generator_param(schedule_text));
-    if (!schedule_db.empty()) throw Error("schedule databases are not supported by this convgen_generator yet ('" + schedule_db + "')");
-    return heuristic_schedule(spec, isa_family_of(target));
+    if (!schedule_text.empty()) {
+        ScheduleLookup given;
+        given.params = ScheduleParams::parse(from_generator_param(schedule_text));
+        given.source = ScheduleSource::Given;
+        return given;
+    }
+    const std::string target_text = target.without_feature(Halide::Target::NoRuntime).to_string();
+    if (schedule_db.empty()) return lookup_schedule(nullptr, "", spec, target_text, isa_family_of(target), 1);
+    const ScheduleDb db = ScheduleDb::load(schedule_db);
+    return lookup_schedule(&db, schedule_db, spec, target_text, isa_family_of(target), 1);
 }
 
 LayerSpec parse_spec_param(const std::string &text, LayerKind expected, const char *generator) {
@@ -70,7 +80,7 @@ public:
         // A bad spec throws convgen::Error out of the generator; main() prints it as one line.
         {
             const LayerSpec s = parse_spec_param(spec, LayerKind::Conv, "convgen_conv");
-            params_ = resolve_schedule(s, schedule_params, schedule_db, get_target());
+            params_ = resolve_schedule(s, schedule_params, schedule_db, get_target()).params;
             AlgorithmInputs in;
             in.input = input;
             in.weight = weight;
@@ -104,7 +114,7 @@ public:
     void generate() {
         {
             const LayerSpec s = parse_spec_param(spec, LayerKind::DepthwisePointwise, "convgen_dwconv");
-            params_ = resolve_schedule(s, schedule_params, schedule_db, get_target());
+            params_ = resolve_schedule(s, schedule_params, schedule_db, get_target()).params;
             AlgorithmInputs in;
             in.input = input;
             in.weight = dw_weight;
@@ -166,11 +176,13 @@ int write_registry(const std::string &manifest_path, const std::string &out_path
         if (!Halide::Target::validate_target_string(f[1])) throw Error(where + ": '" + f[1] + "' is not a Halide target");
         const Halide::Target target(f[1]);
         const LayerSpec spec = parse_layer_spec(f[2]);
-        const ScheduleParams params = resolve_schedule(spec, "", f[3], target);
+        const ScheduleLookup lookup = resolve_schedule(spec, "", f[3], target);
+        const ScheduleParams &params = lookup.params;
+        const std::string source = std::string(schedule_source_name(lookup.source)) + (lookup.detail.empty() ? "" : ": " + lookup.detail);
         const WeightLayout layout = weight_layout_for(spec, params);
         decls << "extern \"C\" int " << f[0] << "_argv(void **args);\n";
         records << "    {" << c_string(spec.name) << ", " << c_string(spec.to_string()) << ",\n     " << c_string(target.to_string())
-                << ",\n     " << c_string(params.to_string()) << ",\n     "
+                << ",\n     " << c_string(params.to_string()) << ",\n     " << c_string(source) << ",\n     "
                 << (layout == WeightLayout::ChannelsInnermost ? "convgen::WeightLayout::ChannelsInnermost"
                                                              : "convgen::WeightLayout::PyTorch")
                 << ", " << f[0] << "_argv},\n";

@@ -59,6 +59,7 @@ bool register_aot_kernels(const char *library, const AotKernelRecord *records, s
         v.spec = records[i].spec;
         v.target = records[i].target;
         v.schedule = records[i].schedule;
+        v.schedule_source = records[i].schedule_source;
         v.weight_layout = records[i].weight_layout;
         v.entry = records[i].entry;
         // Unparseable records cannot come from convgen_generator; keep them, marked unusable.
@@ -183,7 +184,7 @@ std::string explain_kernel_choice(const LayerSpec &spec) {
     for (const auto &v : variants) {
         os << "variant:  " << v.target << " (" << isa_level_name(v.level) << ", " << v.library << ") "
            << (v.not_runnable.empty() ? "runnable" : "not runnable: " + v.not_runnable) << "\n";
-        os << "          schedule " << v.schedule << ", weights " << weight_layout_name(v.weight_layout) << "\n";
+        os << "          schedule " << v.schedule << " (" << v.schedule_source << "), weights " << weight_layout_name(v.weight_layout) << "\n";
     }
     if (choice.index >= 0) {
         os << "chosen:   " << choice.explanation << "\n";

@@ -27,6 +27,7 @@ struct AotKernelRecord {
     const char *spec;      // normalised spec text
     const char *target;    // Halide target string the kernel was generated for
     const char *schedule;  // ScheduleParams text
+    const char *schedule_source;  // where it came from: "heuristic", "tuned: db ...", ...
     WeightLayout weight_layout;
     KernelEntry entry;  // the Halide argv entry point
 };
@@ -41,6 +42,7 @@ struct AotVariant {
     std::string spec;
     std::string target;
     std::string schedule;
+    std::string schedule_source;
     WeightLayout weight_layout = WeightLayout::PyTorch;
     KernelEntry entry = nullptr;
     IsaLevel level = IsaLevel::Baseline;

@@ -127,6 +127,24 @@ std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &
     return out;
 }
 
+// A random point of the template space (the vector width stays the ISA's).
+ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, IsaFamily isa, std::mt19937 &rng) {
+    auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+    ScheduleParams q = base;
+    const int registers = register_count(isa);
+    do {
+        q.tile_vectors = uniform(1, 8);
+        q.tile_rows = uniform(1, 8);
+    } while (q.tile_vectors * q.tile_rows + std::max(q.tile_vectors, q.tile_rows) + 1 > registers + registers / 2);
+    const int rows = std::max(1, spec.out_h() * spec.n);
+    q.parallel_rows = std::min(rows, 1 << uniform(0, 4));
+    const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
+    q.vectorize_channels = spec.layout == Layout::NCHW && channel_vectorization_supported(spec) ? uniform(0, 1) : 0;
+    q.parallel_channels = grouped_nchw ? uniform(0, 1) : 0;
+    q.depthwise_per_task = spec.kind == LayerKind::DepthwisePointwise && spec.layout == Layout::NCHW ? uniform(0, 1) : 0;
+    return q;
+}
+
 class Progress {
 public:
     Progress(std::ostream &log, bool tty) : log_(log), tty_(tty) {}
@@ -331,7 +349,15 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
                     }
                 }
             }
-            if (pool.empty()) return std::nullopt;
+            if (pool.empty()) {
+                // The neighbourhood of the leaders is measured out: explore the rest of the space
+                // with random valid points until the layer's budget ends.
+                for (int attempt = 0; attempt < 200; ++attempt) {
+                    ScheduleParams q = random_params(ranked[0]->params, spec, opt.isa, rng);
+                    if (!seen.count(q.to_string())) return q;
+                }
+                return std::nullopt;
+            }
             return pool[std::uniform_int_distribution<size_t>(0, pool.size() - 1)(rng)];
         };
         const bool overlap = opt.threads < static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));

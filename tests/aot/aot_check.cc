@@ -2,10 +2,11 @@
 // JIT, no libHalide) and compares each output with the double-precision reference. It is the AOT
 // correctness test on x86 (once per CONVGEN_MAX_ISA level) and on ARM64 under qemu.
 //
-//   aot_check --suite FILE [--expect-isa LEVEL] [--all-variants] [--threads N]
+//   aot_check --suite FILE [--expect-isa LEVEL] [--all-variants] [--threads N] [--explain]
 //
 // --expect-isa: fail unless load_kernel() chose a variant of exactly that ISA level for every layer.
 // --all-variants: also run every registered variant the host can run, not only the chosen one.
+// --explain: print explain_kernel_choice() (variants, their schedules and where those came from).
 // Exit status: 0 all match; 1 a mismatch or a wrong variant; 2 bad usage or input; 77 skipped
 // because the host cannot run the --expect-isa level (e.g. no AVX-512).
 #include <cstdio>
@@ -25,7 +26,7 @@ using namespace convgen;
 constexpr int kSkipped = 77;  // CTest's SKIP_RETURN_CODE for the aot.* tests
 
 int usage() {
-    std::cerr << "usage: aot_check --suite FILE [--expect-isa avx512|avx2|sse41|baseline|neon] [--all-variants] [--threads N]\n";
+    std::cerr << "usage: aot_check --suite FILE [--expect-isa avx512|avx2|sse41|baseline|neon] [--all-variants] [--threads N] [--explain]\n";
     return 2;
 }
 
@@ -44,7 +45,7 @@ bool check_kernel(const LayerSpec &spec, const Kernel &kernel, unsigned seed) {
 
 int run(int argc, char **argv) {
     std::string suite, expect_isa;
-    bool all_variants = false;
+    bool all_variants = false, explain = false;
     int threads = -1;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -54,6 +55,8 @@ int run(int argc, char **argv) {
             expect_isa = argv[++i];
         } else if (a == "--all-variants") {
             all_variants = true;
+        } else if (a == "--explain") {
+            explain = true;
         } else if (a == "--threads" && i + 1 < argc) {
             threads = std::atoi(argv[++i]);
         } else {
@@ -69,6 +72,7 @@ int run(int argc, char **argv) {
     int failures = 0, runs = 0;
     unsigned seed = 1;
     for (const LayerSpec &spec : specs) {
+        if (explain) std::printf("%s", explain_kernel_choice(spec).c_str());
         const auto kernel = load_kernel(spec);
         const IsaLevel level = target_requirements(kernel->info().target).level;
         std::printf("%s: %s variant %s\n", spec.name.c_str(), isa_level_name(level), kernel->info().target.c_str());
