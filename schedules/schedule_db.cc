@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <limits>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,22 +37,37 @@ T field(const json &j, const char *name, const std::string &where) {
     }
 }
 
+// An integer field that must fit in int. nlohmann's get<int>() casts any number (and booleans): a
+// double outside int's range is undefined behaviour and a large integer silently wraps (fuzz_schedule_db).
+int int_field(const json &j, const char *name, const std::string &where) {
+    auto it = j.find(name);
+    if (it == j.end()) throw Error(where + ": missing field '" + name + "'");
+    if (!it->is_number_integer()) throw Error(where + ": field '" + std::string(name) + "' has the wrong type");
+    if (it->is_number_unsigned() ? it->get<uint64_t>() > uint64_t(std::numeric_limits<int>::max())
+                                 : (it->get<int64_t>() < std::numeric_limits<int>::min() ||
+                                    it->get<int64_t>() > std::numeric_limits<int>::max())) {
+        throw Error(where + ": field '" + std::string(name) + "' is out of range");
+    }
+    return it->get<int>();
+}
+
 ScheduleRecord record_from_json(const json &j, const std::string &where) {
     if (!j.is_object()) throw Error(where + ": not an object");
     ScheduleRecord r;
     r.spec = field<std::string>(j, "spec", where);
     r.target = field<std::string>(j, "target", where);
-    r.threads = field<int>(j, "threads", where);
+    r.threads = int_field(j, "threads", where);
     r.schedule = field<std::string>(j, "schedule", where);
     r.median_ms = field<double>(j, "median_ms", where);
     r.gflops = field<double>(j, "gflops", where);
-    r.heuristic_ms = j.value("heuristic_ms", 0.0);
+    // Optional fields: not j.value(), which throws nlohmann's type_error, not a convgen::Error, on a wrong type.
+    r.heuristic_ms = j.contains("heuristic_ms") ? field<double>(j, "heuristic_ms", where) : 0.0;
     r.cpu = field<std::string>(j, "cpu", where);
     r.convgen_version = field<std::string>(j, "convgen", where);
     r.halide_version = field<std::string>(j, "halide", where);
     r.date = field<std::string>(j, "date", where);
     r.complete = field<bool>(j, "complete", where);
-    r.candidates = j.value("candidates", 0);
+    r.candidates = j.contains("candidates") ? int_field(j, "candidates", where) : 0;
     // A record must describe something convgen can build: the spec and schedule must parse.
     try {
         const LayerSpec spec = parse_layer_spec(r.spec);
@@ -103,10 +119,12 @@ ScheduleDb ScheduleDb::load(const std::string &path) {
     } catch (const json::exception &e) {
         throw Error("schedule database '" + path + "' is not valid JSON (" + e.what() + ")");
     }
-    if (!j.is_object() || j.value("format", std::string()) != kFormat) {
+    // find() and comparisons, not j.value(): that throws nlohmann's type_error (not a convgen::Error)
+    // for a "format" or "version" of the wrong type, and casts a huge "version" double to int (UB).
+    if (!j.is_object() || !j.contains("format") || j["format"] != kFormat) {
         throw Error("schedule database '" + path + "': not a convgen schedule database (\"format\": \"" + kFormat + "\" missing)");
     }
-    if (j.value("version", 0) != kVersion) {
+    if (!j.contains("version") || !j["version"].is_number() || j["version"] != kVersion) {
         throw Error("schedule database '" + path + "': unsupported version (this convgen reads version " + std::to_string(kVersion) + ")");
     }
     auto records = j.find("records");
@@ -209,7 +227,8 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
     const ScheduleRecord *best = nullptr;
     auto rank = [&](const ScheduleRecord &r) {
         const int foreign = (r.cpu != cpu || r.convgen_version != cv || r.halide_version != hv) ? 1 : 0;
-        return foreign * 100000 + std::abs(r.threads - threads);
+        // 64-bit: a record may claim up to INT_MAX threads (fuzz_schedule_db found the int overflow).
+        return foreign * int64_t(100000) + std::llabs(int64_t(r.threads) - threads);
     };
     for (const auto &r : db->records()) {
         if (r.spec != key || r.target != target) continue;

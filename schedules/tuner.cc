@@ -368,7 +368,9 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
         std::optional<ScheduleParams> current = pick_next();
         std::future<std::shared_ptr<const Kernel>> compiling;
         if (current) compiling = start_compile(*current);
-        while (current && !(stop && *stop) && seconds_since(layer_start) < layer_budget) {
+        // The search stops a little early: the final re-measurement must fit in the layer's budget too.
+        const double search_budget = layer_budget * 0.95 - 0.5;
+        while (current && !(stop && *stop) && seconds_since(layer_start) < search_budget) {
             std::shared_ptr<const Kernel> kernel;
             std::string error;
             try {
