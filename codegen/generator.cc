@@ -64,73 +64,68 @@ LayerSpec parse_spec_param(const std::string &text, LayerKind expected, const ch
     return spec;
 }
 
-// conv: input, weight, bias -> output (dsl/algorithms.h documents shapes and order).
-class ConvGenerator : public Halide::Generator<ConvGenerator> {
+// What both generators share: the generator params, the output, and turning the spec into the
+// algorithm (generate) and the schedule (schedule). Derived classes declare their Inputs, in the
+// kernel argument order of dsl/algorithms.h.
+template <typename Derived>
+class LayerGenerator : public Halide::Generator<Derived> {
 public:
-    GeneratorParam<std::string> spec{"spec", ""};
-    GeneratorParam<std::string> schedule_params{"schedule", ""};  // ScheduleParams text; empty: see resolve_schedule
-    GeneratorParam<std::string> schedule_db{"schedule_db", ""};    // schedule database path, or empty
+    Halide::GeneratorParam<std::string> spec{"spec", ""};
+    Halide::GeneratorParam<std::string> schedule_params{"schedule", ""};  // ScheduleParams text; empty: see resolve_schedule
+    Halide::GeneratorParam<std::string> schedule_db{"schedule_db", ""};    // schedule database path, or empty
 
-    Input<Buffer<float>> input{"input", 4};
-    Input<Buffer<float>> weight{"weight", 4};
-    Input<Buffer<float>> bias{"bias", 1};
-    Output<Buffer<float>> output{"output", 4};
+    Halide::GeneratorOutput<Halide::Buffer<float>> output{"output", 4};
 
-    void generate() {
-        // A bad spec throws convgen::Error out of the generator; main() prints it as one line.
-        {
-            const LayerSpec s = parse_spec_param(spec, LayerKind::Conv, "convgen_conv");
-            params_ = resolve_schedule(s, schedule_params, schedule_db, get_target()).params;
-            AlgorithmInputs in;
-            in.input = input;
-            in.weight = weight;
-            in.bias = bias;
-            alg_ = define_algorithm(s, weight_layout_for(s, params_), in);
-        }
+    void schedule() { apply_schedule(alg_, params_, this->get_target()); }
+
+protected:
+    // A bad spec throws convgen::Error out of the generator; main() prints it as one line.
+    void define(LayerKind kind, const char *generator, const AlgorithmInputs &inputs) {
+        const LayerSpec s = parse_spec_param(spec, kind, generator);
+        params_ = resolve_schedule(s, schedule_params, schedule_db, this->get_target()).params;
+        alg_ = define_algorithm(s, weight_layout_for(s, params_), inputs);
         output = alg_.output;
     }
-
-    void schedule() { apply_schedule(alg_, params_, get_target()); }
 
 private:
     LayerAlgorithm alg_;
     ScheduleParams params_;
 };
 
-// dwconv: input, dw_weight, dw_bias, pw_weight, pw_bias -> output, depthwise fused into pointwise.
-class DepthwisePointwiseGenerator : public Halide::Generator<DepthwisePointwiseGenerator> {
+// conv: input, weight, bias -> output.
+class ConvGenerator : public LayerGenerator<ConvGenerator> {
 public:
-    GeneratorParam<std::string> spec{"spec", ""};
-    GeneratorParam<std::string> schedule_params{"schedule", ""};  // ScheduleParams text; empty: see resolve_schedule
-    GeneratorParam<std::string> schedule_db{"schedule_db", ""};    // schedule database path, or empty
+    Input<Buffer<float>> input{"input", 4};
+    Input<Buffer<float>> weight{"weight", 4};
+    Input<Buffer<float>> bias{"bias", 1};
 
+    void generate() {
+        AlgorithmInputs in;
+        in.input = input;
+        in.weight = weight;
+        in.bias = bias;
+        define(LayerKind::Conv, "convgen_conv", in);
+    }
+};
+
+// dwconv: input, dw_weight, dw_bias, pw_weight, pw_bias -> output, depthwise fused into pointwise.
+class DepthwisePointwiseGenerator : public LayerGenerator<DepthwisePointwiseGenerator> {
+public:
     Input<Buffer<float>> input{"input", 4};
     Input<Buffer<float>> dw_weight{"dw_weight", 3};
     Input<Buffer<float>> dw_bias{"dw_bias", 1};
     Input<Buffer<float>> pw_weight{"pw_weight", 2};
     Input<Buffer<float>> pw_bias{"pw_bias", 1};
-    Output<Buffer<float>> output{"output", 4};
 
     void generate() {
-        {
-            const LayerSpec s = parse_spec_param(spec, LayerKind::DepthwisePointwise, "convgen_dwconv");
-            params_ = resolve_schedule(s, schedule_params, schedule_db, get_target()).params;
-            AlgorithmInputs in;
-            in.input = input;
-            in.weight = dw_weight;
-            in.bias = dw_bias;
-            in.pw_weight = pw_weight;
-            in.pw_bias = pw_bias;
-            alg_ = define_algorithm(s, weight_layout_for(s, params_), in);
-        }
-        output = alg_.output;
+        AlgorithmInputs in;
+        in.input = input;
+        in.weight = dw_weight;
+        in.bias = dw_bias;
+        in.pw_weight = pw_weight;
+        in.pw_bias = pw_bias;
+        define(LayerKind::DepthwisePointwise, "convgen_dwconv", in);
     }
-
-    void schedule() { apply_schedule(alg_, params_, get_target()); }
-
-private:
-    LayerAlgorithm alg_;
-    ScheduleParams params_;
 };
 
 std::vector<std::string> split_tabs(const std::string &line) {

@@ -135,6 +135,17 @@ TEST(Tuner, DurationsAndShards) {
     EXPECT_THROW(shard_of(specs, 0, 0), Error);
 }
 
+// Tuning on the host, templates only (the autoschedulers take seconds per layer).
+TuneOptions host_options(const std::string &db_path, double budget_seconds) {
+    TuneOptions opt;
+    opt.db_path = db_path;
+    opt.target = canonical_target("host");
+    opt.isa = isa_family_of(Halide::get_host_target());
+    opt.budget_seconds = budget_seconds;
+    opt.autoschedulers = false;
+    return opt;
+}
+
 CompileFn jit_compile_fn(bool sabotage = false) {
     return [sabotage](const LayerSpec &spec, const ScheduleParams &p) {
         CompileOptions o;
@@ -154,12 +165,7 @@ CompileFn jit_compile_fn(bool sabotage = false) {
 TEST(Tuner, TunesStoresAndResumes) {
     const std::string db_path = temp_path("tune.json");
     std::remove(db_path.c_str());
-    TuneOptions opt;
-    opt.db_path = db_path;
-    opt.target = canonical_target("host");
-    opt.isa = isa_family_of(Halide::get_host_target());
-    opt.budget_seconds = 6;
-    opt.autoschedulers = false;
+    TuneOptions opt = host_options(db_path, 6);
     std::vector<LayerSpec> specs = {parse_layer_spec("conv name=a c1=16 c2=16 h=12 w=12 k=3"),
                                     parse_layer_spec("dwconv name=b c1=8 c2=16 h=10 w=10 k=3")};
     std::ostringstream log;
@@ -187,12 +193,7 @@ TEST(Tuner, TunesStoresAndResumes) {
 TEST(Tuner, WrongCandidatesAreRejectedNeverStored) {
     const std::string db_path = temp_path("wrong.json");
     std::remove(db_path.c_str());
-    TuneOptions opt;
-    opt.db_path = db_path;
-    opt.target = canonical_target("host");
-    opt.isa = isa_family_of(Halide::get_host_target());
-    opt.budget_seconds = 4;
-    opt.autoschedulers = false;
+    TuneOptions opt = host_options(db_path, 4);
     const LayerSpec spec = parse_layer_spec("conv name=w c1=16 c2=16 h=12 w=12 k=3 act=relu");
     std::ostringstream log;
     const auto results = tune_suite({spec}, opt, jit_compile_fn(true), log, nullptr);
@@ -210,12 +211,7 @@ TEST(Tuner, WrongCandidatesAreRejectedNeverStored) {
 TEST(Tuner, StopFlagLeavesAValidResumableDatabase) {
     const std::string db_path = temp_path("stop.json");
     std::remove(db_path.c_str());
-    TuneOptions opt;
-    opt.db_path = db_path;
-    opt.target = canonical_target("host");
-    opt.isa = isa_family_of(Halide::get_host_target());
-    opt.budget_seconds = 60;
-    opt.autoschedulers = false;
+    TuneOptions opt = host_options(db_path, 60);
     const LayerSpec spec = parse_layer_spec("conv name=s c1=16 c2=16 h=12 w=12 k=3");
     volatile bool stop = false;
     std::atomic<int> compiles{0};

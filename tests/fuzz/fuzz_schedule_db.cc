@@ -39,10 +39,13 @@ const std::string &saved_path() {
     return p;
 }
 
-void remove_temp_files() {
-    std::remove(input_path().c_str());
-    std::remove(saved_path().c_str());
-}
+// Removes the temporary files when an input is done (libFuzzer ends with _Exit: no atexit).
+struct RemoveTempFiles {
+    ~RemoveTempFiles() {
+        std::remove(input_path().c_str());
+        std::remove(saved_path().c_str());
+    }
+};
 
 bool same_record(const convgen::ScheduleRecord &a, const convgen::ScheduleRecord &b) {
     return a.spec == b.spec && a.target == b.target && a.threads == b.threads && a.schedule == b.schedule &&
@@ -52,8 +55,7 @@ bool same_record(const convgen::ScheduleRecord &a, const convgen::ScheduleRecord
 }
 
 void fuzz_db(const uint8_t *data, size_t size) {
-    static const bool registered = [] { return std::atexit(remove_temp_files) == 0; }();
-    (void)registered;
+    const RemoveTempFiles cleanup;
     convgen::write_file_bytes(input_path(), data, size);
     const convgen::ScheduleDb db = convgen::ScheduleDb::load(input_path());
     for (const convgen::ScheduleRecord &r : db.records()) {
