@@ -206,7 +206,8 @@ void validate(const LayerSpec &spec) {
     require_positive("s", spec.s);
     require_positive("g", spec.g);
     if (spec.p < 0) throw Error("spec field 'p' must be >= 0 (got " + std::to_string(spec.p) + ")");
-    if (spec.p >= spec.k * 4 + 64) {
+    // 64-bit: k is only range-checked below, and k * 4 overflows int for k near INT32_MAX (fuzz_spec).
+    if (spec.p >= int64_t(spec.k) * 4 + 64) {
         throw Error("spec field 'p': padding " + std::to_string(spec.p) + " is absurd for k=" + std::to_string(spec.k));
     }
     if (spec.k > 64) throw Error("spec field 'k': kernel size " + std::to_string(spec.k) + " is above the supported 64");
