@@ -150,7 +150,7 @@ function(convgen_add_kernels target)
   file(CONFIGURE OUTPUT ${dir}/manifest.tsv CONTENT "${manifest}" @ONLY)
   add_custom_command(OUTPUT ${dir}/${lib}_registry.cc
                      COMMAND ${gen} --registry ${dir}/manifest.tsv ${dir}/${lib}_registry.cc ${lib}
-                     DEPENDS ${gen_dep} ${dir}/manifest.tsv ${extra_deps}
+                     DEPENDS ${gen_dep} ${dir}/manifest.tsv ${schedule_db}
                      COMMENT "convgen: writing the registry of ${target}"
                      VERBATIM)
 

@@ -214,15 +214,22 @@ void load_autoscheduler(const std::string &name) {
     loaded.insert(name);
 }
 
+// The constant extents define_algorithm constrained a buffer to (every convgen size is one).
+std::vector<int> constant_extents(const OutputImageParam &p) {
+    std::vector<int> extents;
+    for (int d = 0; d < p.dimensions(); ++d) {
+        const int64_t *e = Halide::Internal::as_const_int(p.parameter().extent_constraint(d));
+        if (!e) throw Error("buffer '" + p.name() + "' has no constant size to estimate from");
+        extents.push_back(static_cast<int>(*e));
+    }
+    return extents;
+}
+
 // Halide's autoschedulers need size estimates for every input and the output; convgen's sizes are
 // constants, so the estimates are exactly the constrained bounds.
 void estimate_from_constraints(OutputImageParam p) {
-    for (int d = 0; d < p.dimensions(); ++d) {
-        const Expr extent = p.parameter().extent_constraint(d);
-        const int64_t *e = Halide::Internal::as_const_int(extent);
-        if (!e) throw Error("argument '" + p.name() + "' has no constant size to estimate from");
-        p.dim(d).set_estimate(0, static_cast<int>(*e));
-    }
+    const std::vector<int> extents = constant_extents(p);
+    for (size_t d = 0; d < extents.size(); ++d) p.dim(static_cast<int>(d)).set_estimate(0, extents[d]);
 }
 
 void apply_autoscheduler(LayerAlgorithm &alg, const std::string &name, const Target &target) {
@@ -234,13 +241,8 @@ void apply_autoscheduler(LayerAlgorithm &alg, const std::string &name, const Tar
         estimate_from_constraints(alg.pw_weight);
         estimate_from_constraints(alg.pw_bias);
     }
-    OutputImageParam out = alg.output.output_buffer();
     Region region;
-    for (int d = 0; d < out.dimensions(); ++d) {
-        const int64_t *e = Halide::Internal::as_const_int(out.parameter().extent_constraint(d));
-        if (!e) throw Error("the output has no constant size to estimate from");
-        region.push_back(Range(0, static_cast<int>(*e)));
-    }
+    for (int extent : constant_extents(alg.output.output_buffer())) region.push_back(Range(0, extent));
     alg.output.set_estimates(region);
     const int cores = std::max(1u, std::thread::hardware_concurrency());
     // Halide's documented defaults for the last-level cache and balance of a desktop x86 CPU.

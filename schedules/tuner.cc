@@ -259,6 +259,7 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
         std::vector<Measured> measured;      // accepted, in measurement order
         const ScheduleParams heuristic = heuristic_schedule(spec, opt.isa);
         double heuristic_first_ms = 0;
+        double best = 0;  // fastest first-pass median so far (0: none yet)
 
         auto try_kernel = [&](const ScheduleParams &p, std::shared_ptr<const Kernel> kernel, const std::string &compile_error) {
             const std::string text = p.to_string();
@@ -280,13 +281,11 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
                 return;
             }
             seen[text] = m.median_ms;
-            const bool improved = measured.empty() || m.median_ms < std::min_element(measured.begin(), measured.end(), [](auto &a, auto &b) {
-                                                                       return a.median_ms < b.median_ms;
-                                                                   })->median_ms;
+            const bool improved = best == 0 || m.median_ms < best;
+            if (improved) best = m.median_ms;
             measured.push_back(m);
             if (p == heuristic && heuristic_first_ms == 0) heuristic_first_ms = m.median_ms;
             if (improved) save_record(spec, m, heuristic_first_ms, false, result.candidates);
-            const double best = std::min_element(measured.begin(), measured.end(), [](auto &a, auto &b) { return a.median_ms < b.median_ms; })->median_ms;
             char buf[320];
             const double elapsed = seconds_since(layer_start);
             const double eta = std::max(0.0, layer_budget - elapsed) + per_layer * double(specs.size() - li - 1);
