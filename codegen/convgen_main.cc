@@ -182,6 +182,7 @@ int main(int argc, char **argv) {
                "  CONVGEN_DISK_CACHE=0    no JIT disk cache (compile every kernel in memory, as --no-disk-cache)\n"
                "  CONVGEN_CXX=CMD         compiler driver that links disk-cached kernels (default c++)\n"
                "  CONVGEN_VERBOSE=1       say which kernel ran and why disk cache entries were rebuilt\n"
+               "  CONVGEN_MEMORY_BUDGET=S most bytes one layer's tensors may take, e.g. 8G (default: half the RAM; 'unlimited')\n"
                "  CONVGEN_SCHEDULE_DB=F   schedule database used without --db (empty: none; default schedules/db/default.json)");
 
     std::string layer, weights, prefix, input, output, target, suite, expected, actual;

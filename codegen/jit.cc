@@ -17,6 +17,7 @@
 #include "codegen/jit_disk_cache.h"
 #include "dsl/algorithms.h"
 #include "runtime/errors.h"
+#include "runtime/memory_budget.h"
 #include "schedules/default_schedules.h"
 
 namespace convgen {
@@ -211,6 +212,7 @@ ScheduleLookup resolve_schedule(const LayerSpec &spec, const CompileOptions &opt
 
 CompiledKernel jit_compile(const LayerSpec &spec, const CompileOptions &options) {
     validate(spec);
+    check_memory_budget(spec);
     const Halide::Target target = parse_target(options.target);
     check_runnable_on_host(target);
     const ScheduleParams params = schedule_for(spec, options, target);

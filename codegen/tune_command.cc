@@ -55,7 +55,7 @@ int cmd_tune(const TuneCommand &c) {
     std::vector<LayerSpec> specs = parse_suite_file(c.suite);
     if (specs.empty()) throw Error("tune: suite '" + c.suite + "' has no layers");
     // Fail before tuning, not after: the database must be readable and its directory writable.
-    ScheduleDb::load_or_empty(c.db).save(c.db);
+    ScheduleDb::update(c.db, [](ScheduleDb &) {});
 
     set_num_threads(opt.threads);
     // Adams2019's default beam search (beam 32) takes minutes per layer; tuning uses its greedy
@@ -128,16 +128,20 @@ int cmd_db(const DbCommand &c) {
     }
     if (c.action == "merge") {
         if (c.inputs.empty()) throw Error("db merge: give the databases to merge");
-        ScheduleDb out = ScheduleDb::load_or_empty(c.db);
-        for (const auto &in : c.inputs) out.merge(ScheduleDb::load(in));
-        out.save(c.db);
+        std::vector<ScheduleDb> inputs;
+        for (const auto &in : c.inputs) inputs.push_back(ScheduleDb::load(in));  // all readable before writing
+        const ScheduleDb out = ScheduleDb::update(c.db, [&](ScheduleDb &db) {
+            for (const auto &in : inputs) db.merge(in);
+        });
         std::printf("%zu records in %s\n", out.records().size(), c.db.c_str());
         return 0;
     }
     if (c.action == "prune") {
-        ScheduleDb db = ScheduleDb::load(c.db);
-        const int removed = db.prune(c.keep_other_cpus ? "" : host_cpu_model(), convgen_version(), halide_version());
-        db.save(c.db);
+        ScheduleDb::load(c.db);  // prune needs an existing database; update() would create one
+        int removed = 0;
+        const ScheduleDb db = ScheduleDb::update(c.db, [&](ScheduleDb &d) {
+            removed = d.prune(c.keep_other_cpus ? "" : host_cpu_model(), convgen_version(), halide_version());
+        });
         std::printf("removed %d records (other CPU models or versions); %zu left in %s\n", removed, db.records().size(), c.db.c_str());
         return 0;
     }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "runtime/errors.h"
+#include "runtime/memory_budget.h"
 
 namespace convgen {
 
@@ -53,6 +54,7 @@ void Kernel::run(const Tensor &input, const PackedWeights &weights, Tensor &outp
     }
     check_size("input", input.data.size(), Tensor::element_count(s.input_shape()));
     if (output.shape != s.output_shape() || static_cast<int64_t>(output.data.size()) != Tensor::element_count(s.output_shape())) {
+        check_memory_budget(s);
         output = Tensor(s.output_shape());
     }
     if (weights.layout != info_.weight_layout) {
@@ -90,6 +92,7 @@ void Kernel::run(const Tensor &input, const PackedWeights &weights, Tensor &outp
 }
 
 Tensor Kernel::run(const Tensor &input, const PackedWeights &weights) const {
+    check_memory_budget(info_.spec);
     Tensor out(info_.spec.output_shape());
     run(input, weights, out);
     return out;

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "runtime/errors.h"
+#include "runtime/memory_budget.h"
 
 namespace convgen {
 
@@ -109,6 +110,7 @@ void check_same_shape(const Tensor &a, const Tensor &b, const char *what) {
 
 Tensor reference_forward(const LayerSpec &spec, const RawWeights &weights, const Tensor &input) {
     validate(spec);
+    check_memory_budget(spec);
     check_raw_weights(spec, weights);
     if (input.shape != spec.input_shape()) {
         throw Error("reference: input has shape " + shape_to_string(input.shape) + ", expected " +
@@ -173,6 +175,7 @@ bool within_tolerance(const Tensor &expected, const Tensor &actual, double *max_
 
 Tensor random_input(const LayerSpec &spec, unsigned seed) {
     validate(spec);
+    check_memory_budget(spec);
     std::mt19937 gen(seed);
     Tensor t(spec.input_shape());
     // 24 random bits per value: -1 + 2u is exact in float and never reaches 1.

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "runtime/errors.h"
+#include "runtime/memory_budget.h"
 
 namespace convgen {
 
@@ -148,6 +149,7 @@ bool jit_available() { return g_jit_provider.load() != nullptr; }
 
 std::shared_ptr<const Kernel> load_kernel(const LayerSpec &spec) {
     validate(spec);
+    check_memory_budget(spec);
     const std::vector<AotVariant> variants = aot_variants(spec);
     const VariantChoice choice = choose_variant(variants, max_isa_from_env());
     if (choice.index >= 0) {

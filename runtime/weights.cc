@@ -5,6 +5,7 @@
 #include <random>
 
 #include "runtime/errors.h"
+#include "runtime/memory_budget.h"
 
 namespace convgen {
 
@@ -200,6 +201,7 @@ FoldedWeights fold_batchnorm(const LayerSpec &spec, const RawWeights &raw) {
 
 RawWeights random_raw_weights(const LayerSpec &spec, unsigned seed) {
     validate(spec);
+    check_memory_budget(spec);
     std::mt19937 gen(seed);
     RawWeights raw;
     // PyTorch's default Conv2d init bound: 1 / sqrt(fan_in). Generation order: conv (or

@@ -51,6 +51,12 @@ void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
     a.staged.compute_at(a.output, task);
     if (s.layout == Layout::NCHW) {
         if ((s.w + 2 * s.p) / s.s >= p.vector_width) a.staged.vectorize(a.xq, p.vector_width);
+        if (s.s > 1 && s.w + 2 * s.p >= p.vector_width) {
+            // A strided read straight from the input through the zero-padding boundary condition
+            // vectorises as a clamped, masked gather (a third of mbv1_b4's time). Padding each
+            // channel's rows densely first makes the strided read a plain load from a buffer.
+            a.padded.compute_at(a.staged, a.c).vectorize(a.x, p.vector_width, TailStrategy::RoundUp);
+        }
     } else if (s.c1 >= p.vector_width) {
         a.staged.vectorize(a.c, p.vector_width);
     }
@@ -61,9 +67,12 @@ void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
 // then a scatter, once per output after the whole reduction). `acc` (a pure definition plus one
 // update over `reduction`) is accumulated per tile in registers, stored channel-innermost.
 // Loops, outermost first: the parallel task `t` (blocks of rows x batch), rows `yi`, channel
-// tiles, x tiles: a channel tile's weights are reused across the x tiles of a row.
+// tiles, x tiles: a channel tile's weights are reused across the x tiles of a row. With
+// `channel_tiles_outer` the channel tiles go outside the task's rows instead, so that a tile's
+// weights are reused across all the task's pixels (the producer of the reduced operand must then
+// be computed per task, not per row).
 void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, const std::vector<VarOrRVar> &reduction,
-                         const Var &yi, const Var &t) {
+                         const Var &yi, const Var &t, bool channel_tiles_outer = false) {
     const LayerSpec &s = a.spec;
     Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo");
     const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
@@ -72,10 +81,9 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
     a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
         .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
         .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
-        .reorder(ci, xi, xo, co, yi, yo, a.n)
-        .fuse(yo, a.n, t)
-        .parallel(t)
-        .unroll(xi);
+        .reorder(ci, xi, xo, co, yi, yo, a.n);
+    if (channel_tiles_outer) a.output.reorder(ci, xi, xo, yi, co, yo, a.n);
+    a.output.fuse(yo, a.n, t).parallel(t).unroll(xi);
     vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
     acc.compute_at(a.output, xo).reorder_storage(a.c, a.x, a.y, a.n).unroll(a.x);
     vectorize_tile(acc, a.c, tc.lanes, TailStrategy::GuardWithIf);
@@ -147,8 +155,18 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
     const bool along_channels = s.layout == Layout::NHWC || p.vectorize_channels;
     if (along_channels) {
-        // Each depthwise value is broadcast to a few output channel vectors.
-        tile_along_channels(a, p, a.pointwise, {rp}, yi, t);
+        // Each depthwise value is broadcast to a few output channel vectors. Per task, channel
+        // tiles outermost: a big pointwise weight matrix is then read once per task, not per row.
+        tile_along_channels(a, p, a.pointwise, {rp}, yi, t, p.depthwise_per_task);
+        if (p.depthwise_per_task) {
+            // The tile's weights, packed contiguously once per channel tile: read in a row of
+            // c2 floats they are a few vectors every c2*4 bytes, which the prefetchers serve badly.
+            Var co("co");
+            Func packed = a.pw_weight.in(a.pointwise);
+            packed.compute_at(a.output, co);
+            const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
+            vectorize_tile(packed, packed.args()[0], tc.lanes, TailStrategy::GuardWithIf);
+        }
     } else {
         const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
         const int tc = std::min(p.tile_rows, s.c2);
@@ -168,8 +186,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     }
     stage_input(a, p, t);
 
-    const bool per_task = p.depthwise_per_task && !along_channels;
-    a.depthwise.compute_at(a.output, per_task ? t : yi);
+    a.depthwise.compute_at(a.output, p.depthwise_per_task ? t : yi);
     if (s.layout == Layout::NCHW) {
         // Depthwise tile: up to 4 vectors of one row, all k*k taps unrolled, in registers.
         const VectorTile dtx = vector_tile(s.out_w(), p.vector_width, 4);

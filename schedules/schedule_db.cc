@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <limits>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -160,6 +163,23 @@ void ScheduleDb::save(const std::string &path) const {
         std::remove(tmp.c_str());
         throw Error("cannot replace schedule database '" + path + "'");
     }
+}
+
+ScheduleDb ScheduleDb::update(const std::string &path, const std::function<void(ScheduleDb &)> &change) {
+    const std::string lock_path = path + ".lock";
+    const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) throw Error("cannot open the lock file '" + lock_path + "' of schedule database '" + path + "'");
+    struct Unlock {
+        int fd;
+        ~Unlock() { ::close(fd); }  // closing the descriptor releases the flock
+    } unlock{fd};
+    while (::flock(fd, LOCK_EX) != 0) {
+        if (errno != EINTR) throw Error("cannot lock schedule database '" + path + "' (" + lock_path + ")");
+    }
+    ScheduleDb db = load_or_empty(path);
+    change(db);
+    db.save(path);
+    return db;
 }
 
 void ScheduleDb::upsert(const ScheduleRecord &r) {

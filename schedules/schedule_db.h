@@ -8,6 +8,7 @@
 //    "halide": "14.0.0", "date": "2026-11-28T02:10:00Z", "complete": true, "candidates": 41}, ...]}
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,8 +40,13 @@ public:
     static ScheduleDb load(const std::string &path);
     // An absent file is an empty database; anything else as load().
     static ScheduleDb load_or_empty(const std::string &path);
-    // Writes to a temporary file in the same directory, then renames it over `path`.
+    // Writes to a temporary file in the same directory, then renames it over `path`: readers see
+    // the old or the new file, never a partial one.
     void save(const std::string &path) const;
+    // Read-modify-write under an exclusive lock (flock on `path`.lock), so processes sharing one
+    // database (tuning shards, `db merge` while tuning) never lose each other's records. Returns
+    // the database as written.
+    static ScheduleDb update(const std::string &path, const std::function<void(ScheduleDb &)> &change);
 
     const std::vector<ScheduleRecord> &records() const { return records_; }
     // Replaces the record with the same (spec, target, threads, cpu), or adds it.

@@ -30,9 +30,9 @@ struct ScheduleParams {
     // whole image, staging only its group's input (small, cache-resident, and its loads overlap
     // with compute); 0 makes each task a block of rows over all channels.
     int parallel_channels = 0;
-    // dwconv, NCHW vectorised along x: 1 computes the depthwise rows of a whole parallel task
-    // first (still in cache, never the whole image), so that pointwise channel tiles can be the
-    // outer loop and reuse their weights across the task's rows; 0 computes one row at a time.
+    // dwconv: 1 computes the depthwise rows of a whole parallel task first (still in cache, never
+    // the whole image), so that pointwise channel tiles can be the outer loop and reuse their
+    // weights across the task's rows; 0 computes one row at a time.
     int depthwise_per_task = 0;
     // Not convgen's templates but one of Halide 14's autoschedulers (Mullapudi2016, Li2018,
     // Adams2019) on the same algorithm; the knobs above are then unused. Text form: auto=<name>.

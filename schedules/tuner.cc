@@ -119,7 +119,7 @@ std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &
         q.parallel_channels ^= 1;
         add(q);
     }
-    if (spec.kind == LayerKind::DepthwisePointwise && spec.layout == Layout::NCHW) {
+    if (spec.kind == LayerKind::DepthwisePointwise) {
         ScheduleParams q = p;
         q.depthwise_per_task ^= 1;
         add(q);
@@ -141,7 +141,7 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
     q.vectorize_channels = spec.layout == Layout::NCHW && channel_vectorization_supported(spec) ? uniform(0, 1) : 0;
     q.parallel_channels = grouped_nchw ? uniform(0, 1) : 0;
-    q.depthwise_per_task = spec.kind == LayerKind::DepthwisePointwise && spec.layout == Layout::NCHW ? uniform(0, 1) : 0;
+    q.depthwise_per_task = spec.kind == LayerKind::DepthwisePointwise ? uniform(0, 1) : 0;
     return q;
 }
 
@@ -223,8 +223,7 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
         r.date = utc_now_iso8601();
         r.complete = complete;
         r.candidates = candidates;
-        db.upsert(r);
-        db.save(opt.db_path);
+        db = ScheduleDb::update(opt.db_path, [&](ScheduleDb &d) { d.upsert(r); });
     };
 
     for (size_t li = 0; li < specs.size(); ++li) {
@@ -233,7 +232,9 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
         result.spec = spec;
         const std::string label = "[" + std::to_string(li + 1) + "/" + std::to_string(specs.size()) + " " +
                                   (spec.name.empty() ? spec.to_string() : spec.name) + "]";
-        const ScheduleRecord *existing = db.find_exact(spec.to_string(), opt.target, opt.threads, cpu);
+        // A copy: saving a record replaces the database's record storage.
+        std::optional<ScheduleRecord> existing;
+        if (const ScheduleRecord *r = db.find_exact(spec.to_string(), opt.target, opt.threads, cpu)) existing = *r;
         if (existing && existing->complete) {
             result.skipped = true;
             result.tuned_ms = existing->median_ms;

@@ -3,7 +3,7 @@
 //
 // The run is split into kShards TEST_P shards (case i belongs to shard i % kShards) so that ctest
 // can run them in parallel. Environment:
-//   CONVGEN_RANDOM_COUNT  total number of cases over all shards (default 40: a CI-sized run)
+//   CONVGEN_RANDOM_COUNT  total number of cases over all shards (default 300: a CI-sized run)
 //   CONVGEN_RANDOM_SEED   base seed (default 20240611); case i is generated from (seed, i) alone
 //   CONVGEN_RANDOM_CASE   optional: run only this case index (to reproduce one failure)
 //
@@ -42,7 +42,7 @@ long env_long(const char *name, long fallback) {
     return x;
 }
 
-long random_count() { return env_long("CONVGEN_RANDOM_COUNT", 40); }
+long random_count() { return env_long("CONVGEN_RANDOM_COUNT", 300); }
 unsigned random_seed() { return static_cast<unsigned>(env_long("CONVGEN_RANDOM_SEED", 20240611)); }
 
 int uniform_int(std::mt19937 &gen, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(gen); }

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "codegen/jit.h"
 #include "runtime/errors.h"
@@ -86,6 +88,40 @@ TEST(ScheduleDb, RejectsBadFiles) {
     EXPECT_THROW(ScheduleDb::load(temp_path("missing.json")), Error);
     EXPECT_TRUE(ScheduleDb::load_or_empty(temp_path("missing.json")).records().empty());
     std::remove(path.c_str());
+}
+
+TEST(ScheduleDb, ProcessesSharingOneDatabaseLoseNothing) {
+    // Two writer processes add 60 records each, one locked read-modify-write per record, while a
+    // third process keeps loading the file: every load is a valid database that never shrinks and
+    // the end result holds all 120 records.
+    const std::string db = temp_path("shared.json");
+    std::remove(db.c_str());
+    const std::string probe = CONVGEN_DB_PROBE_PATH;
+    auto run = [](const std::string &cmd) { return std::system(cmd.c_str()); };
+    std::vector<std::thread> procs;
+    std::vector<int> status(3, -1);
+    procs.emplace_back([&] { status[0] = run(probe + " write " + db + " 1 60"); });
+    procs.emplace_back([&] { status[1] = run(probe + " write " + db + " 101 60"); });
+    procs.emplace_back([&] { status[2] = run(probe + " read " + db + " 2 > " + db + ".reader.txt"); });
+    for (auto &p : procs) p.join();
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(status[i], 0) << "process " << i;
+    const ScheduleDb merged = ScheduleDb::load(db);
+    EXPECT_EQ(merged.records().size(), 120u);
+    for (int c1 : {1, 60, 101, 160}) {
+        EXPECT_NE(merged.find_exact(parse_layer_spec("conv c1=" + std::to_string(c1) + " c2=8 h=8 w=8 k=3").to_string(),
+                                    "x86-64-linux-avx-avx2-f16c-fma-sse41", 1, "probe cpu"),
+                  nullptr)
+            << c1;
+    }
+    std::ifstream reader(db + ".reader.txt");
+    std::string line;
+    std::getline(reader, line);
+    EXPECT_EQ(line.rfind("loads=", 0), 0u) << line;
+    // The lock lives in its own file: the database itself is replaced by rename, never locked.
+    EXPECT_NE(std::ifstream(db + ".lock").good(), false);
+    std::remove(db.c_str());
+    std::remove((db + ".lock").c_str());
+    std::remove((db + ".reader.txt").c_str());
 }
 
 TEST(ScheduleDb, LookupPrefersThisHostThenFallsBackThenNeighbours) {
