@@ -9,12 +9,14 @@
 //
 // Thousands on demand:
 //   CONVGEN_RANDOM_COUNT=10000 CONVGEN_RANDOM_SEED=123 build/bin/test_random_specs
+//   build/bin/test_random_specs --count 10000 --seed 123          (the same, as flags)
 // Reproduce one failure (the message prints the exact command):
 //   CONVGEN_RANDOM_COUNT=10000 CONVGEN_RANDOM_SEED=123 CONVGEN_RANDOM_CASE=4711 build/bin/test_random_specs
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <sstream>
@@ -239,3 +241,26 @@ TEST(RandomSpecGenerator, DeterministicValidAndCovering) {
 
 }  // namespace
 }  // namespace convgen
+
+// Own main (instead of gtest_main) for the on-demand flags: --count N --seed S [--case I] are the
+// same as CONVGEN_RANDOM_COUNT / _SEED / _CASE (the flags win); every other argument goes to
+// GoogleTest (e.g. --gtest_filter=*shard0*:*shard1* to split a long run across processes).
+int main(int argc, char **argv) {
+    std::vector<char *> rest = {argv[0]};
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        const char *var = a == "--count" ? "CONVGEN_RANDOM_COUNT" : a == "--seed" ? "CONVGEN_RANDOM_SEED" : a == "--case" ? "CONVGEN_RANDOM_CASE" : nullptr;
+        if (var) {
+            if (i + 1 >= argc) {
+                std::fprintf(stderr, "test_random_specs: %s needs a value\n", a.c_str());
+                return 2;
+            }
+            ::setenv(var, argv[++i], 1);
+        } else {
+            rest.push_back(argv[i]);
+        }
+    }
+    int rest_argc = static_cast<int>(rest.size());
+    ::testing::InitGoogleTest(&rest_argc, rest.data());
+    return RUN_ALL_TESTS();
+}
