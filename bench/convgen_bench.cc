@@ -146,6 +146,7 @@ Options parse_options(int *argc, char **argv) {
     }
     for (size_t i = 0; i < rest.size(); ++i) argv[i] = rest[i];
     *argc = static_cast<int>(rest.size());
+    argv[*argc] = nullptr;  // Google Benchmark, like GoogleTest, expects argv[argc] == nullptr
     if (o.suite.empty()) {
         o.suite = CONVGEN_SOURCE_DIR "/../shared/bench/layers.txt";
         if (!file_exists(o.suite)) o.suite = CONVGEN_SOURCE_DIR "/bench/layers.txt";

@@ -260,7 +260,9 @@ int main(int argc, char **argv) {
             rest.push_back(argv[i]);
         }
     }
+    // argv must stay null-terminated: GoogleTest shifts argv[argc] down when it removes its flags.
     int rest_argc = static_cast<int>(rest.size());
+    rest.push_back(nullptr);
     ::testing::InitGoogleTest(&rest_argc, rest.data());
     return RUN_ALL_TESTS();
 }
