@@ -98,21 +98,29 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
 }
 
 // The accumulator of an NCHW output tile vectorised along x (`lanes` wide, rows of channels
-// unrolled), computed per x tile in registers. Channels innermost in the update: each input
-// vector is loaded once and feeds the tile's channels back to back, so it occupies one register
-// instead of being kept (or spilled) per x. Returns the update stage for further unrolling.
-Stage accumulate_along_x(LayerAlgorithm &a, Func acc, const std::vector<VarOrRVar> &reduction, const Var &xo, int lanes) {
+// unrolled, and `tile_y` output rows when above 1), computed per x tile in registers.
+Stage accumulate_along_x(LayerAlgorithm &a, Func acc, const std::vector<VarOrRVar> &reduction, const Var &xo, int lanes,
+                         int tile_y) {
     acc.compute_at(a.output, xo).unroll(a.c);
+    if (tile_y > 1) acc.unroll(a.y);
     vectorize_tile(acc, a.x, lanes, TailStrategy::GuardWithIf);
+    // One row: the tile's input vectors stream past the channels' broadcast weights (tr broadcasts
+    // held). Several rows: channels outermost, each broadcast weight feeds all the tile's input
+    // vectors (tile_vectors * tile_y held) and is then dead, so tiles of 12 fit 16 registers.
     std::vector<VarOrRVar> order = {a.c, a.x};
+    if (tile_y > 1) order = {a.x, a.y, a.c};
     order.insert(order.end(), reduction.begin(), reduction.end());
-    order.push_back(a.y);
+    if (tile_y == 1) order.push_back(a.y);
     order.push_back(a.n);
     Stage upd = acc.update();
     upd.reorder(order).unroll(a.c);
+    if (tile_y > 1) upd.unroll(a.y);
     vectorize_tile(upd, a.x, lanes, TailStrategy::GuardWithIf);
     return upd;
 }
+
+// Rows of the NCHW register tile along y: at most the rows one loop over y holds.
+int tile_y_for(const ScheduleParams &p, int rows) { return std::max(1, std::min(p.tile_y, rows)); }
 
 // Register-tiled direct convolution. Each output tile (whole vectors along the vectorised dim x
 // a few rows of the other dim) is accumulated in registers over the whole reduction, then
@@ -130,17 +138,24 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
         // NCHW: vectorise along output x; the tile's output channels share each input vector load.
         const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
         const int tc = std::min(p.tile_rows, s.c2);
+        Var yt("yt"), yr("yr");
         a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
             .split(a.c, co, ci, tc, TailStrategy::ShiftInwards);
+        int ty = 1;
         if (p.parallel_channels && s.g > 1) {
-            a.output.reorder(xi, ci, xo, a.y, co, a.n).fuse(co, a.n, t);
+            ty = tile_y_for(p, s.out_h());
+            a.output.split(a.y, yt, yr, ty, TailStrategy::ShiftInwards).reorder(xi, ci, yr, xo, yt, co, a.n).fuse(co, a.n, t);
         } else {
-            a.output.split(a.y, yo, yi, rows, TailStrategy::ShiftInwards).reorder(xi, ci, xo, yi, co, yo, a.n).fuse(yo, a.n, t);
+            ty = tile_y_for(p, rows);
+            a.output.split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
+                .split(yi, yt, yr, ty, TailStrategy::ShiftInwards)
+                .reorder(xi, ci, yr, xo, yt, co, yo, a.n)
+                .fuse(yo, a.n, t);
         }
-        a.output.parallel(t).unroll(ci);
+        a.output.parallel(t).unroll(ci).unroll(yr);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
         stage_input(a, p, t);
-        Stage upd = accumulate_along_x(a, a.conv, {rx, ry, rc}, xo, tx.lanes);
+        Stage upd = accumulate_along_x(a, a.conv, {rx, ry, rc}, xo, tx.lanes, ty);
         if (s.k <= 7) upd.unroll(rx);
     }
 }
@@ -170,22 +185,27 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     } else {
         const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
         const int tc = std::min(p.tile_rows, s.c2);
+        const int ty = tile_y_for(p, rows);
+        Var yr("yr");
         a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
             .split(a.c, co, ci, tc, TailStrategy::ShiftInwards)
             .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
-            .reorder(xi, ci, xo, co, yi, yo, a.n)
+            .split(yi, yi, yr, ty, TailStrategy::ShiftInwards)
+            .reorder(xi, ci, yr, xo, co, yi, yo, a.n)
             .fuse(yo, a.n, t)
             .parallel(t)
-            .unroll(ci);
+            .unroll(ci)
+            .unroll(yr);
         // Large pointwise weights: loop channel tiles outside the rows of the task, so each
         // tile's weights are reused across those rows (the task's depthwise rows are then
         // all computed first, see below).
-        if (p.depthwise_per_task) a.output.reorder(xi, ci, xo, yi, co, t);
+        if (p.depthwise_per_task) a.output.reorder(xi, ci, yr, xo, yi, co, t);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
-        accumulate_along_x(a, a.pointwise, {rp}, xo, tx.lanes);
+        accumulate_along_x(a, a.pointwise, {rp}, xo, tx.lanes, ty);
     }
     stage_input(a, p, t);
 
+    // Per row tile (yi: tile_y rows in NCHW along x, one row otherwise) or per task.
     a.depthwise.compute_at(a.output, p.depthwise_per_task ? t : yi);
     if (s.layout == Layout::NCHW) {
         // Depthwise tile: up to 4 vectors of one row, all k*k taps unrolled, in registers.

@@ -29,6 +29,8 @@ std::string ScheduleParams::to_string() const {
     os << "vec=" << vector_width << " tile_vectors=" << tile_vectors << " tile_rows=" << tile_rows
        << " parallel_rows=" << parallel_rows << " channels=" << vectorize_channels
        << " channel_tasks=" << parallel_channels << " dw_per_task=" << depthwise_per_task;
+    // Omitted at its default so that the text (cache keys, databases) of older schedules is unchanged.
+    if (tile_y != 1) os << " tile_y=" << tile_y;
     return os.str();
 }
 
@@ -40,7 +42,8 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
                                            {"parallel_rows", &p.parallel_rows},
                                            {"channels", &p.vectorize_channels},
                                            {"channel_tasks", &p.parallel_channels},
-                                           {"dw_per_task", &p.depthwise_per_task}};
+                                           {"dw_per_task", &p.depthwise_per_task},
+                                           {"tile_y", &p.tile_y}};
     std::istringstream is(text);
     std::string tok;
     while (is >> tok) {
@@ -66,7 +69,7 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
             used = 0;
         }
         const bool flag = it->first == "channels" || it->first == "channel_tasks" || it->first == "dw_per_task";
-        const int lowest = flag ? 0 : 1, highest = flag ? 1 : 256;
+        const int lowest = flag ? 0 : 1, highest = flag ? 1 : it->first == "tile_y" ? 8 : 256;
         if (used == 0 || used != value.size() || v < lowest || v > highest) {
             throw Error("schedule parameter '" + it->first + "': '" + value + "' must be an integer in " +
                         std::to_string(lowest) + ".." + std::to_string(highest));
@@ -117,52 +120,59 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
 
     // Scores one way of tiling: `vec_extent` is the vectorised dimension, `row_extent` the one
     // whose elements share each vector load; the operand reused across the unrolled tile is held
-    // in registers (tr broadcasts when rows hold them, else tv weight vectors).
+    // in registers (tr broadcasts when rows hold them, else tv weight vectors). With `y_extent`
+    // (NCHW along x) the tile may also hold ty output rows: each broadcast weight then feeds
+    // tv*ty input vectors, which are the operands held (see accumulate_along_x).
     struct Choice {
         double score = -1;
-        int tv = 1, tr = 1;
+        int tv = 1, tr = 1, ty = 1;
     };
-    auto best_tile = [&](int vec_extent, int row_extent, bool rows_hold_registers, bool rows_within_group) {
+    auto best_tile = [&](int vec_extent, int row_extent, bool rows_hold_registers, bool rows_within_group, int y_extent) {
         Choice best;
-        for (int tv = 1; tv <= std::max(1, std::min(8, ceil_div(vec_extent, V))); ++tv) {
-            for (int tr = 1; tr <= 8; ++tr) {
-                if (tv * tr + (rows_hold_registers ? tr : tv) + 1 > registers) break;
-                if (tr > row_extent) break;
-                // Grouped convs: a row tile inside one group shares its input loads.
-                if (rows_within_group && group_out % tr != 0) continue;
-                if (vec_extent >= V && tv > vec_extent / V) continue;
-                const int tile_v = vec_extent < V ? vec_extent : V * tv;
-                const double useful = double(vec_extent) * row_extent /
-                                      (double(computed_extent(vec_extent, tile_v)) * computed_extent(row_extent, tr));
-                // Vectors shorter than a register waste lanes.
-                const double lanes = vec_extent < V ? double(vec_extent) / V : 1.0;
-                // FMAs per reduction step against the loads and broadcasts that feed them (2 per cycle each).
-                const double fmas = double(tv) * tr;
-                const double cycles = std::max(fmas, double(tv + tr)) / 2.0 + 0.5;
-                const double score = useful * lanes * fmas / cycles;
-                if (score > best.score + 1e-9) best = {score, tv, tr};
+        for (int ty = 1; ty <= std::max(1, std::min(4, y_extent)); ++ty) {
+            for (int tv = 1; tv <= std::max(1, std::min(8, ceil_div(vec_extent, V))); ++tv) {
+                for (int tr = 1; tr <= 8; ++tr) {
+                    const int held = ty > 1 ? tv * ty : (rows_hold_registers ? tr : tv);
+                    if (tv * ty * tr + held + 1 > registers) break;
+                    if (tr > row_extent) break;
+                    // Grouped convs: a row tile inside one group shares its input loads.
+                    if (rows_within_group && group_out % tr != 0) continue;
+                    if (vec_extent >= V && tv > vec_extent / V) continue;
+                    const int tile_v = vec_extent < V ? vec_extent : V * tv;
+                    const double useful = double(vec_extent) * row_extent * y_extent /
+                                          (double(computed_extent(vec_extent, tile_v)) * computed_extent(row_extent, tr) *
+                                           computed_extent(y_extent, ty));
+                    // Vectors shorter than a register waste lanes.
+                    const double lanes = vec_extent < V ? double(vec_extent) / V : 1.0;
+                    // FMAs per reduction step against the loads and broadcasts that feed them (2 per cycle each).
+                    const double fmas = double(tv) * ty * tr;
+                    const double cycles = std::max(fmas, double(tv * ty + tr)) / 2.0 + 0.5;
+                    const double score = useful * lanes * fmas / cycles;
+                    if (score > best.score + 1e-9) best = {score, tv, tr, ty};
+                }
             }
         }
         return best;
     };
     if (nchw) {
         const bool grouped = spec.kind == LayerKind::Conv && spec.g > 1;
-        const Choice along_x = best_tile(spec.out_w(), spec.c2, true, grouped);
+        const Choice along_x = best_tile(spec.out_w(), spec.c2, true, grouped, spec.out_h());
         Choice along_c;
-        if (channel_vectorization_supported(spec)) along_c = best_tile(spec.c2, spec.out_w(), false, false);
+        if (channel_vectorization_supported(spec)) along_c = best_tile(spec.c2, spec.out_w(), false, false, 1);
         // Channel mode stores NCHW output with scalar scatters and measured slower than the model
         // says on mbv1_b8/b13-like pointwise layers: ask for a clear win.
         const bool channels = along_c.score > 1.5 * along_x.score;
         p.vectorize_channels = channels ? 1 : 0;
         p.tile_vectors = channels ? along_c.tv : along_x.tv;
         p.tile_rows = channels ? along_c.tr : along_x.tr;
+        p.tile_y = channels ? 1 : along_x.ty;
         // Grouped convs whose group input (zero-padded) fits comfortably in L2: one task per
         // channel tile over the whole image, staging just that group (measured 1.3-2x faster on
         // depthwise and 4-channel groups; slower once the staged group spills out of L2).
         const double group_bytes = 4.0 * (spec.c1 / spec.g) * (spec.h + 2.0 * spec.p) * (spec.w + 2.0 * spec.p);
         if (!channels && grouped && group_bytes <= 56 * 1024) p.parallel_channels = 1;
     } else {
-        const Choice along_c = best_tile(spec.c2, spec.out_w(), false, false);
+        const Choice along_c = best_tile(spec.c2, spec.out_w(), false, false, 1);
         p.tile_vectors = along_c.tv;
         p.tile_rows = along_c.tr;
     }
@@ -170,6 +180,8 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     // at least 8 tasks per core on 2-16 cores where the layer is big enough.
     const int tasks_wanted = 16;
     p.parallel_rows = std::max(1, std::min(8, spec.out_h() * spec.n / tasks_wanted));
+    // A task holds whole register tiles of rows (a task's rows bound the tile, see tile_y_for).
+    if (p.tile_y > 1 && !p.parallel_channels) p.parallel_rows = std::min(spec.out_h(), ceil_div(p.parallel_rows, p.tile_y) * p.tile_y);
     return p;
 }
 

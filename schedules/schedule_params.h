@@ -21,6 +21,10 @@ struct ScheduleParams {
     // Register tile: vectors along the vectorised dimension x rows/channels of accumulators.
     int tile_vectors = 1;
     int tile_rows = 1;
+    // NCHW vectorised along x only: output rows (y) in the register tile. Rows shorter than a few
+    // vectors (14, 7, 27 wide) fill the tile with rows instead of wasting ShiftInwards tiles along
+    // x; each broadcast weight then feeds tile_vectors * tile_y accumulators. Text form omits 1.
+    int tile_y = 1;
     // Parallel tasks per output: rows of output grouped into one task.
     int parallel_rows = 1;
     // NCHW only (NHWC always vectorises channels): 0 vectorises along output x, 1 along output

@@ -88,10 +88,13 @@ int register_count(IsaFamily isa) { return (isa == IsaFamily::AVX2 || isa == Isa
 // The neighbours of `p` in the template space: one knob changed.
 std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &spec, IsaFamily isa) {
     std::vector<ScheduleParams> out;
+    // Rows in the register tile exist only in the NCHW template vectorised along x.
+    const bool rows_in_tile = spec.layout == Layout::NCHW && !p.vectorize_channels;
     auto add = [&](ScheduleParams q) {
         // Accumulators beyond twice the register file only spill: not worth a measurement.
         if (q.tile_vectors < 1 || q.tile_rows < 1 || q.tile_vectors > 8 || q.tile_rows > 8) return;
-        if (q.tile_vectors * q.tile_rows > 2 * register_count(isa)) return;
+        if (q.tile_y < 1 || q.tile_y > 4 || (q.tile_y > 1 && !rows_in_tile)) return;
+        if (q.tile_vectors * q.tile_rows * q.tile_y > 2 * register_count(isa)) return;
         if (q.parallel_rows < 1 || q.parallel_rows > std::max(1, spec.out_h() * spec.n)) return;
         out.push_back(q);
     };
@@ -101,6 +104,9 @@ std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &
         add(q);
         q = p;
         q.tile_rows += d;
+        add(q);
+        q = p;
+        q.tile_y += d;
         add(q);
     }
     for (int f : {2, 0}) {
@@ -112,6 +118,7 @@ std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &
     if (spec.layout == Layout::NCHW && channel_vectorization_supported(spec)) {
         ScheduleParams q = p;
         q.vectorize_channels ^= 1;
+        if (q.vectorize_channels) q.tile_y = 1;
         add(q);
     }
     if (grouped_nchw) {
@@ -132,14 +139,17 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
     ScheduleParams q = base;
     const int registers = register_count(isa);
+    q.vectorize_channels = spec.layout == Layout::NCHW && channel_vectorization_supported(spec) ? uniform(0, 1) : 0;
+    const bool rows_in_tile = spec.layout == Layout::NCHW && !q.vectorize_channels;
     do {
         q.tile_vectors = uniform(1, 8);
         q.tile_rows = uniform(1, 8);
-    } while (q.tile_vectors * q.tile_rows + std::max(q.tile_vectors, q.tile_rows) + 1 > registers + registers / 2);
+        q.tile_y = rows_in_tile ? uniform(1, 3) : 1;
+    } while (q.tile_vectors * q.tile_rows * q.tile_y + std::max(q.tile_vectors * q.tile_y, q.tile_rows) + 1 >
+             registers + registers / 2);
     const int rows = std::max(1, spec.out_h() * spec.n);
     q.parallel_rows = std::min(rows, 1 << uniform(0, 4));
     const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
-    q.vectorize_channels = spec.layout == Layout::NCHW && channel_vectorization_supported(spec) ? uniform(0, 1) : 0;
     q.parallel_channels = grouped_nchw ? uniform(0, 1) : 0;
     q.depthwise_per_task = spec.kind == LayerKind::DepthwisePointwise ? uniform(0, 1) : 0;
     return q;

@@ -167,6 +167,23 @@ std::vector<ScheduleCase> schedule_cases() {
             p.depthwise_per_task = 1;
             cases.push_back({s, p});
         }
+    // NCHW register tiles holding several output rows (tile_y), with row counts that do not
+    // divide the image or the task: plain, grouped with channel tasks, strided, and dwconv with
+    // the depthwise rows per tile or per task.
+    for (const char *s : {"conv c1=6 c2=10 h=9 w=29 k=3 g=2", "conv c1=12 c2=18 h=9 w=15 k=3 g=3 act=silu",
+                          "conv c1=8 c2=12 h=13 w=11 k=3 s=2 act=relu", "dwconv c1=11 c2=21 h=13 w=27 k=3",
+                          "dwconv c1=6 c2=9 h=7 w=7 k=5 s=1 act=tanh"})
+        for (int ty : {2, 3})
+            for (int variant = 0; variant < 3; ++variant) {
+                ScheduleParams p;
+                p.tile_vectors = 1 + variant % 2;
+                p.tile_rows = 2 + variant;
+                p.tile_y = ty;
+                p.parallel_rows = variant == 0 ? 1 : ty * variant + 1;
+                p.parallel_channels = variant == 2 && std::string(s).find("g=") != std::string::npos;
+                p.depthwise_per_task = variant == 2 && std::string(s).rfind("dwconv", 0) == 0;
+                cases.push_back({s, p});
+            }
     for (const char *s : channel_specs)
         for (int vec : {4, 8})
             for (int tv : {1, 3})
