@@ -166,8 +166,17 @@ struct LayerCase {
     convgen::FoldedWeights weights;
     convgen::PackedWeights packed;  // `weights` in the kernel's layout, packed once at load time
     Tensor input;
-    std::shared_ptr<const convgen::Kernel> kernel;
+    std::shared_ptr<const convgen::Kernel> kernel;  // compiled for the first thread count
     double compile_s = 0;
+    // The kernel timed at each thread count: the schedule database is looked up for that count
+    // (a 1-thread record's single task is split for more threads), as an app running that many
+    // threads would get. A kernel other than `kernel` is checked against its output before timing.
+    struct ThreadKernel {
+        std::shared_ptr<const convgen::Kernel> kernel;
+        convgen::PackedWeights packed;
+        double compile_s = 0;
+    };
+    std::map<int, ThreadKernel> by_threads;
     Tensor convgen_out;  // convgen's output on `input`: what the peers are checked against
     bool have_out = false;
     bool ref_checked = false, ref_ok = true;
@@ -179,14 +188,23 @@ struct LayerCase {
         return 4.0 * elems;
     }
 
-    void ensure_kernel() {
-        if (kernel) return;
+    const ThreadKernel &kernel_for(int threads) {
+        auto it = by_threads.find(threads);
+        if (it != by_threads.end()) return it->second;
         convgen::CompileOptions options;
         options.target = g_opt.convgen_target;
+        options.threads = threads;
         auto compiled = convgen::jit_compile(spec, options);
-        kernel = compiled.kernel;
-        compile_s = compiled.compile_seconds;
-        packed = kernel->pack(weights);
+        ThreadKernel k{compiled.kernel, compiled.kernel->pack(weights), compiled.compile_seconds};
+        return by_threads.emplace(threads, std::move(k)).first->second;
+    }
+
+    void ensure_kernel() {
+        if (kernel) return;
+        const ThreadKernel &k = kernel_for(g_opt.threads.front());
+        kernel = k.kernel;
+        compile_s = k.compile_s;
+        packed = k.packed;
     }
 
     const Tensor &output() {
@@ -353,8 +371,21 @@ void bench_convgen(benchmark::State &state, size_t li, int threads) {
             }
         }
         convgen::set_num_threads(threads);
+        const LayerCase::ThreadKernel &tk = lc.kernel_for(threads);
         Tensor out(lc.spec.output_shape());
-        t = time_entry([&] { lc.kernel->run(lc.input, lc.packed, out); }, g_opt.seconds);
+        if (tk.kernel != lc.kernel) {
+            double err = 0, tol = 0;
+            tk.kernel->run(lc.input, tk.packed, out);
+            if (!convgen::within_tolerance(lc.output(), out, &err, &tol)) {
+                lc.ref_ok = false;
+                g_check_failed = true;
+                std::fprintf(stderr, "\n*** CHECK FAILED: convgen %s at %d threads (%s) differs from its 1st kernel: max|err| %.3g > %.3g\n\n",
+                             lc.name.c_str(), threads, tk.kernel->info().schedule.c_str(), err, tol);
+            }
+        }
+        t = time_entry([&] { tk.kernel->run(lc.input, tk.packed, out); }, g_opt.seconds);
+        r.describe = tk.kernel->info().schedule;
+        state.counters["compile_s"] = tk.compile_s;
     } catch (const std::exception &e) {
         r.error = true;
         r.message = e.what();
@@ -363,7 +394,6 @@ void bench_convgen(benchmark::State &state, size_t li, int threads) {
     }
     for (auto _ : state) state.SetIterationTime(t.median);
     set_common_counters(state, lc, threads, t);
-    state.counters["compile_s"] = lc.compile_s;
     if (lc.ref_checked) {
         state.counters["ref_ok"] = lc.ref_ok;
         state.counters["ref_max_err"] = lc.ref_err;
@@ -377,7 +407,6 @@ void bench_convgen(benchmark::State &state, size_t li, int threads) {
     r.check_ok = lc.ref_ok;
     r.max_err = lc.ref_err;
     r.tol = lc.ref_tol;
-    r.describe = lc.kernel->info().schedule;
     state.SetLabel(lc.ref_ok ? r.describe : "MISMATCH vs reference; " + r.describe);
 }
 

@@ -88,7 +88,7 @@ ScheduleLookup schedule_lookup(const LayerSpec &spec, const CompileOptions &opti
     const std::string path = options.use_schedule_db ? (options.schedule_db.empty() ? default_schedule_db_path() : options.schedule_db) : "";
     std::shared_ptr<const ScheduleDb> db;
     if (!path.empty()) db = load_schedule_db(path);
-    const int requested = g_requested_threads.load();
+    const int requested = options.threads > 0 ? options.threads : g_requested_threads.load();
     const int threads = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     return lookup_schedule(db.get(), path, spec, target.to_string(), isa_family_of(target), threads);
 }

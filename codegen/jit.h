@@ -32,6 +32,9 @@ struct CompileOptions {
     // this path, or when empty $CONVGEN_SCHEDULE_DB, else the checked-in schedules/db/default.json.
     std::string schedule_db;
     bool use_schedule_db = true;
+    // The thread count the database schedule is chosen for (records are per thread count);
+    // 0: the count given to set_num_threads, else one per core.
+    int threads = 0;
 };
 
 struct CompiledKernel {

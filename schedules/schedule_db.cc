@@ -110,6 +110,24 @@ ScheduleParams adapt(ScheduleParams p, const LayerSpec &spec) {
     return p;
 }
 
+// A record tuned for fewer threads may split the image into too few parallel tasks for this many
+// (a 1-thread winner often makes the whole image one task, leaving the other threads idle): split
+// the rows so that each thread gets at least two tasks, keeping whole register tiles of rows.
+// Schedules whose tasks are channel tiles (parallel_channels) or an autoscheduler's are left alone.
+bool ensure_parallel_tasks(ScheduleParams &p, const LayerSpec &spec, int threads) {
+    if (!p.autoscheduler.empty() || p.parallel_channels || threads <= 1) return false;
+    const int rows = spec.out_h();
+    const int wanted = 2 * threads;
+    auto tasks = [&](int per_task) { return ((rows + per_task - 1) / per_task) * spec.n; };
+    if (tasks(p.parallel_rows) >= wanted) return false;
+    const int images_short = (wanted + spec.n - 1) / spec.n;  // tasks each image must provide
+    int per_task = std::max(1, rows / images_short);
+    if (p.tile_y > 1 && per_task >= p.tile_y) per_task -= per_task % p.tile_y;
+    if (per_task >= p.parallel_rows) return false;
+    p.parallel_rows = per_task;
+    return true;
+}
+
 double log_ratio(double a, double b) { return std::fabs(std::log(std::max(a, 1.0) / std::max(b, 1.0))); }
 
 }  // namespace
@@ -263,6 +281,13 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
                       best->cpu.c_str(), best->convgen_version.c_str(), best->halide_version.c_str(),
                       best->complete ? "" : ", tuning incomplete");
         out.detail = "db " + db_path + ": " + buf;
+        if (best->threads < threads) {
+            const int before = out.params.parallel_rows;
+            if (ensure_parallel_tasks(out.params, spec, threads)) {
+                out.detail += "; parallel_rows " + std::to_string(before) + " -> " + std::to_string(out.params.parallel_rows) +
+                              " for " + std::to_string(threads) + " threads";
+            }
+        }
         return out;
     }
     // Nearest neighbour of the same kind, kernel, stride, layout and group structure.

@@ -152,6 +152,35 @@ TEST(ScheduleDb, LookupPrefersThisHostThenFallsBackThenNeighbours) {
     EXPECT_EQ(l.source, ScheduleSource::Heuristic);
 }
 
+// A 1-thread winner that makes the whole image one task would leave other threads idle: looked up
+// for more threads, its rows are split (whole tile_y tiles) and explain's detail says so.
+TEST(ScheduleDb, LookupForMoreThreadsSplitsSingleTaskSchedules) {
+    const std::string target = "x86-64-linux-avx-avx2-f16c-fma-sse41";
+    const std::string one_task = "vec=8 tile_vectors=1 tile_rows=4 parallel_rows=14 channels=0 channel_tasks=0 dw_per_task=0 tile_y=2";
+    const std::string channel_tasks = "vec=8 tile_vectors=2 tile_rows=4 parallel_rows=14 channels=0 channel_tasks=1 dw_per_task=0";
+    ScheduleDb db;
+    db.upsert(make_record("conv c1=64 c2=64 h=14 w=14 k=3", one_task, 1.0, host_cpu_model()));
+    db.upsert(make_record("conv c1=64 c2=64 h=14 w=14 k=3 g=16", channel_tasks, 1.0, host_cpu_model()));
+    const LayerSpec dense = parse_layer_spec("conv c1=64 c2=64 h=14 w=14 k=3");
+
+    ScheduleLookup l = lookup_schedule(&db, "db.json", dense, target, IsaFamily::AVX2, 1);
+    EXPECT_EQ(l.params.to_string(), one_task);
+    EXPECT_EQ(l.detail.find("parallel_rows"), std::string::npos) << l.detail;
+
+    l = lookup_schedule(&db, "db.json", dense, target, IsaFamily::AVX2, 2);
+    EXPECT_EQ(l.source, ScheduleSource::Tuned);
+    EXPECT_EQ(l.params.parallel_rows, 2);  // 14 rows / 4 tasks = 3, down to a whole tile of 2 rows
+    EXPECT_EQ(l.params.tile_y, 2);
+    EXPECT_NE(l.detail.find("parallel_rows 14 -> 2 for 2 threads"), std::string::npos) << l.detail;
+
+    l = lookup_schedule(&db, "db.json", dense, target, IsaFamily::AVX2, 16);
+    EXPECT_EQ(l.params.parallel_rows, 1);
+
+    // Tasks that are channel tiles already give every thread work.
+    l = lookup_schedule(&db, "db.json", parse_layer_spec("conv c1=64 c2=64 h=14 w=14 k=3 g=16"), target, IsaFamily::AVX2, 2);
+    EXPECT_EQ(l.params.to_string(), channel_tasks);
+}
+
 TEST(Tuner, DurationsAndShards) {
     EXPECT_DOUBLE_EQ(parse_duration("10m"), 600);
     EXPECT_DOUBLE_EQ(parse_duration("90s"), 90);
