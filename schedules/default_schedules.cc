@@ -122,6 +122,13 @@ Stage accumulate_along_x(LayerAlgorithm &a, Func acc, const std::vector<VarOrRVa
 // Rows of the NCHW register tile along y: at most the rows one loop over y holds.
 int tile_y_for(const ScheduleParams &p, int rows) { return std::max(1, std::min(p.tile_y, rows)); }
 
+// How the parallel tasks split the rows. ShiftInwards makes the last task overlap its neighbour,
+// which is harmless when every row is computed by the same code. With several rows unrolled in
+// the register tile (tile_y > 1) an overlapping row is computed at another position of the tile,
+// where LLVM may contract a multiply-add differently (1 ulp), and the two tasks race to store it:
+// the output would differ from run to run. GuardWithIf gives every row to exactly one task.
+TailStrategy task_tail(int tile_y) { return tile_y > 1 ? TailStrategy::GuardWithIf : TailStrategy::ShiftInwards; }
+
 // Register-tiled direct convolution. Each output tile (whole vectors along the vectorised dim x
 // a few rows of the other dim) is accumulated in registers over the whole reduction, then
 // activated and stored. The zero-padded input of one parallel task is staged first, so the
@@ -147,7 +154,7 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
             a.output.split(a.y, yt, yr, ty, TailStrategy::ShiftInwards).reorder(xi, ci, yr, xo, yt, co, a.n).fuse(co, a.n, t);
         } else {
             ty = tile_y_for(p, rows);
-            a.output.split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
+            a.output.split(a.y, yo, yi, rows, task_tail(ty))
                 .split(yi, yt, yr, ty, TailStrategy::ShiftInwards)
                 .reorder(xi, ci, yr, xo, yt, co, yo, a.n)
                 .fuse(yo, a.n, t);
@@ -189,7 +196,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         Var yr("yr");
         a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
             .split(a.c, co, ci, tc, TailStrategy::ShiftInwards)
-            .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
+            .split(a.y, yo, yi, rows, task_tail(ty))
             .split(yi, yi, yr, ty, TailStrategy::ShiftInwards)
             .reorder(xi, ci, yr, xo, co, yi, yo, a.n)
             .fuse(yo, a.n, t)
