@@ -164,16 +164,14 @@ struct LayerCase {
     std::string name;
     convgen::RawWeights raw;
     convgen::FoldedWeights weights;
-    convgen::PackedWeights packed;  // `weights` in the kernel's layout, packed once at load time
     Tensor input;
-    std::shared_ptr<const convgen::Kernel> kernel;  // compiled for the first thread count
-    double compile_s = 0;
     // The kernel timed at each thread count: the schedule database is looked up for that count
     // (a 1-thread record's single task is split for more threads), as an app running that many
-    // threads would get. A kernel other than `kernel` is checked against its output before timing.
+    // threads would get. A kernel other than the first thread count's is checked against its
+    // output before timing.
     struct ThreadKernel {
         std::shared_ptr<const convgen::Kernel> kernel;
-        convgen::PackedWeights packed;
+        convgen::PackedWeights packed;  // `weights` in the kernel's layout, packed once at load time
         double compile_s = 0;
     };
     std::map<int, ThreadKernel> by_threads;
@@ -199,18 +197,12 @@ struct LayerCase {
         return by_threads.emplace(threads, std::move(k)).first->second;
     }
 
-    void ensure_kernel() {
-        if (kernel) return;
-        const ThreadKernel &k = kernel_for(g_opt.threads.front());
-        kernel = k.kernel;
-        compile_s = k.compile_s;
-        packed = k.packed;
-    }
+    const ThreadKernel &first_kernel() { return kernel_for(g_opt.threads.front()); }
 
     const Tensor &output() {
         if (!have_out) {
-            ensure_kernel();
-            convgen_out = kernel->run(input, packed);
+            const ThreadKernel &k = first_kernel();
+            convgen_out = k.kernel->run(input, k.packed);
             have_out = true;
         }
         return convgen_out;
@@ -358,7 +350,7 @@ void bench_convgen(benchmark::State &state, size_t li, int threads) {
     Result &r = g_results[{li, kConvgen, threads}];
     Timing t;
     try {
-        lc.ensure_kernel();
+        lc.first_kernel();
         if (g_opt.reference && !lc.ref_checked) {
             lc.ref_checked = true;
             const Tensor ref = convgen::reference_forward(lc.spec, lc.raw, lc.input);
@@ -373,7 +365,7 @@ void bench_convgen(benchmark::State &state, size_t li, int threads) {
         convgen::set_num_threads(threads);
         const LayerCase::ThreadKernel &tk = lc.kernel_for(threads);
         Tensor out(lc.spec.output_shape());
-        if (tk.kernel != lc.kernel) {
+        if (tk.kernel != lc.first_kernel().kernel) {
             double err = 0, tol = 0;
             tk.kernel->run(lc.input, tk.packed, out);
             if (!convgen::within_tolerance(lc.output(), out, &err, &tol)) {

@@ -65,12 +65,13 @@ TEST(Jit, ConcurrentCompileAndRunGiveIdenticalResults) {
             try {
                 const size_t i = t % specs.size();
                 auto k = jit_compile(specs[i]);
-                results[t] = k.kernel->run(inputs[i], fold_batchnorm(specs[i], raws[i]));
+                const PackedWeights packed = k.kernel->pack(fold_batchnorm(specs[i], raws[i]));
+                results[t] = k.kernel->run(inputs[i], packed);
                 // Runs racing with the other threads' runs: a kernel whose parallel tasks store
                 // the same output twice with different bits shows up here (it did, 1 ulp, when
                 // tile_y tasks overlapped).
                 for (int again = 0; again < 100; ++again) {
-                    if (k.kernel->run(inputs[i], fold_batchnorm(specs[i], raws[i])).data != results[t].data) unstable++;
+                    if (k.kernel->run(inputs[i], packed).data != results[t].data) unstable++;
                 }
             } catch (...) {
                 errors++;
