@@ -129,6 +129,46 @@ int tile_y_for(const ScheduleParams &p, int rows) { return std::max(1, std::min(
 // the output would differ from run to run. GuardWithIf gives every row to exactly one task.
 TailStrategy task_tail(int tile_y) { return tile_y > 1 ? TailStrategy::GuardWithIf : TailStrategy::ShiftInwards; }
 
+// NCHW with flat_rows (see ScheduleParams): tasks of `parallel_rows` rows, row tiles of tile_y
+// rows (`yt`). Per row tile, `acc` covers all output channels: its tile_y rows are fused into one
+// run of pixels, cut into register tiles of tile_vectors vectors x tile_rows channels; the pixel
+// tiles are the outer loop so that one tile's input panel is reused from L1 by every channel
+// tile. The output then activates the row tile, vectorised along x.
+void tile_flat_rows(LayerAlgorithm &a, const ScheduleParams &p, Func acc, const std::vector<VarOrRVar> &reduction,
+                    const Var &t, const Var &yt) {
+    const LayerSpec &s = a.spec;
+    const int V = p.vector_width;
+    const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
+    const int ty = tile_y_for(p, rows);
+    const int tc = std::min(p.tile_rows, s.c2);
+    Var yo("yo"), yi("yi"), yr("yr");
+    a.output.split(a.y, yo, yi, rows, task_tail(ty))
+        .split(yi, yt, yr, ty, TailStrategy::ShiftInwards)
+        .reorder(a.x, yr, a.c, yt, yo, a.n)
+        .fuse(yo, a.n, t)
+        .parallel(t);
+    if (s.out_w() >= V) a.output.vectorize(a.x, V, TailStrategy::ShiftInwards);
+
+    // The pixel run is rounded up to whole register tiles (RoundUp, here and in the pure
+    // definition so that every accumulator read is initialised): a guarded partial tile is
+    // scalarised by Halide 14, ten times slower than computing a few pixels of the next row.
+    acc.compute_at(a.output, yt);
+    const int tile = V * std::max(1, p.tile_vectors);
+    Var f("f"), fo("fo"), fi("fi"), co("co"), ci("ci");
+    acc.fuse(a.x, a.y, f).split(f, fo, fi, tile, TailStrategy::RoundUp).vectorize(fi);
+    Stage upd = acc.update();
+    upd.fuse(a.x, a.y, f)
+        .split(f, fo, fi, tile, TailStrategy::RoundUp)
+        .split(a.c, co, ci, tc, TailStrategy::GuardWithIf);
+    std::vector<VarOrRVar> order = {fi, ci};
+    order.insert(order.end(), reduction.begin(), reduction.end());
+    order.insert(order.end(), {co, fo, a.n});
+    // One vector of tile_vectors * V lanes (LLVM splits it into registers): with the tile's
+    // vectors unrolled instead, Halide's simplifier canonicalises each one's offset modulo the
+    // row width and no longer sees that x + y * width is the fused index (a gather).
+    upd.reorder(order).unroll(ci).vectorize(fi);
+}
+
 // Register-tiled direct convolution. Each output tile (whole vectors along the vectorised dim x
 // a few rows of the other dim) is accumulated in registers over the whole reduction, then
 // activated and stored. The zero-padded input of one parallel task is staged first, so the
@@ -140,6 +180,10 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
     const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
     if (s.layout == Layout::NHWC || (p.vectorize_channels && channel_vectorization_supported(s))) {
         tile_along_channels(a, p, a.conv, {rx, ry, rc}, yi, t);
+        stage_input(a, p, t);
+    } else if (p.flat_rows && flat_rows_supported(s)) {
+        Var yt("yt");
+        tile_flat_rows(a, p, a.conv, {rx, ry, rc}, t, yt);
         stage_input(a, p, t);
     } else {
         // NCHW: vectorise along output x; the tile's output channels share each input vector load.
@@ -176,6 +220,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     RVar rx = a.r.x, ry = a.r.y, rp = a.r_pw.x;
     const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
     const bool along_channels = s.layout == Layout::NHWC || p.vectorize_channels;
+    Var row_tile = yi;
     if (along_channels) {
         // Each depthwise value is broadcast to a few output channel vectors. Per task, channel
         // tiles outermost: a big pointwise weight matrix is then read once per task, not per row.
@@ -189,6 +234,10 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
             const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
             vectorize_tile(packed, packed.args()[0], tc.lanes, TailStrategy::GuardWithIf);
         }
+    } else if (p.flat_rows) {
+        Var yt("yt");
+        tile_flat_rows(a, p, a.pointwise, {rp}, t, yt);
+        row_tile = yt;
     } else {
         const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
         const int tc = std::min(p.tile_rows, s.c2);
@@ -213,7 +262,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     stage_input(a, p, t);
 
     // Per row tile (yi: tile_y rows in NCHW along x, one row otherwise) or per task.
-    a.depthwise.compute_at(a.output, p.depthwise_per_task ? t : yi);
+    a.depthwise.compute_at(a.output, p.depthwise_per_task ? t : row_tile);
     if (s.layout == Layout::NCHW) {
         // Depthwise tile: up to 4 vectors of one row, all k*k taps unrolled, in registers.
         const VectorTile dtx = vector_tile(s.out_w(), p.vector_width, 4);

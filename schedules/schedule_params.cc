@@ -31,6 +31,7 @@ std::string ScheduleParams::to_string() const {
        << " channel_tasks=" << parallel_channels << " dw_per_task=" << depthwise_per_task;
     // Omitted at its default so that the text (cache keys, databases) of older schedules is unchanged.
     if (tile_y != 1) os << " tile_y=" << tile_y;
+    if (flat_rows) os << " flat=" << flat_rows;
     return os.str();
 }
 
@@ -43,7 +44,8 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
                                            {"channels", &p.vectorize_channels},
                                            {"channel_tasks", &p.parallel_channels},
                                            {"dw_per_task", &p.depthwise_per_task},
-                                           {"tile_y", &p.tile_y}};
+                                           {"tile_y", &p.tile_y},
+                                           {"flat", &p.flat_rows}};
     std::istringstream is(text);
     std::string tok;
     while (is >> tok) {
@@ -68,7 +70,7 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
         } catch (const std::exception &) {
             used = 0;
         }
-        const bool flag = it->first == "channels" || it->first == "channel_tasks" || it->first == "dw_per_task";
+        const bool flag = it->first == "channels" || it->first == "channel_tasks" || it->first == "dw_per_task" || it->first == "flat";
         const int lowest = flag ? 0 : 1, highest = flag ? 1 : it->first == "tile_y" ? 8 : 256;
         if (used == 0 || used != value.size() || v < lowest || v > highest) {
             throw Error("schedule parameter '" + it->first + "': '" + value + "' must be an integer in " +
@@ -88,6 +90,11 @@ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 int computed_extent(int extent, int tile) { return extent < tile ? extent : ceil_div(extent, tile) * tile; }
 
 }  // namespace
+
+bool flat_rows_supported(const LayerSpec &spec) {
+    if (spec.layout != Layout::NCHW) return false;
+    return spec.kind == LayerKind::DepthwisePointwise || (spec.k == 1 && spec.s == 1 && spec.p == 0 && spec.g == 1);
+}
 
 bool channel_vectorization_supported(const LayerSpec &spec) {
     // Grouped convs would need a different input channel per lane (a gather); dense convs and the

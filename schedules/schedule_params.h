@@ -38,6 +38,13 @@ struct ScheduleParams {
     // the whole image), so that pointwise channel tiles can be the outer loop and reuse their
     // weights across the task's rows; 0 computes one row at a time.
     int depthwise_per_task = 0;
+    // NCHW along x, for the dwconv pointwise and 1x1 stride-1 unpadded convs (whose operand rows
+    // are contiguous): the tile_y rows of a row tile are one flattened run of pixels, cut into
+    // register tiles of tile_vectors vectors x tile_rows channels, so rows that are not a
+    // multiple of the vector (28, 14, 7 wide) waste no lanes; the row tile's accumulators cover
+    // all output channels, so each pixel tile's input panel stays in L1 across the channel
+    // tiles. Ignored elsewhere. Text form omits 0.
+    int flat_rows = 0;
     // Not convgen's templates but one of Halide 14's autoschedulers (Mullapudi2016, Li2018,
     // Adams2019) on the same algorithm; the knobs above are then unused. Text form: auto=<name>.
     std::string autoscheduler;
@@ -57,6 +64,10 @@ WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &para
 
 // Whether a spec supports vectorising NCHW output channels (dense conv or dwconv's pointwise).
 bool channel_vectorization_supported(const LayerSpec &spec);
+
+// Whether flat_rows applies: NCHW, and the reduced operand's rows are contiguous (the dwconv
+// pointwise, or a 1x1 stride-1 unpadded dense conv).
+bool flat_rows_supported(const LayerSpec &spec);
 
 // Default parameters chosen from the spec and ISA family (no layer names, only sizes).
 ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa);

@@ -93,8 +93,12 @@ std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &
     auto add = [&](ScheduleParams q) {
         // Accumulators beyond twice the register file only spill: not worth a measurement.
         if (q.tile_vectors < 1 || q.tile_rows < 1 || q.tile_vectors > 8 || q.tile_rows > 8) return;
-        if (q.tile_y < 1 || q.tile_y > 4 || (q.tile_y > 1 && !rows_in_tile)) return;
-        if (q.tile_vectors * q.tile_rows * q.tile_y > 2 * register_count(isa)) return;
+        // A flat tile's rows add pixels, not accumulators: up to 8 rows (a 7x7 image in one run).
+        if (q.tile_y < 1 || q.tile_y > (q.flat_rows ? 8 : 4) || (q.tile_y > 1 && !rows_in_tile)) return;
+        if (q.flat_rows && !(rows_in_tile && flat_rows_supported(spec))) return;
+        // A flat tile's rows are one pixel run: its accumulators are tile_vectors x tile_rows.
+        const int accumulators = q.tile_vectors * q.tile_rows * (q.flat_rows ? 1 : q.tile_y);
+        if (accumulators > 2 * register_count(isa)) return;
         if (q.parallel_rows < 1 || q.parallel_rows > std::max(1, spec.out_h() * spec.n)) return;
         out.push_back(q);
     };
@@ -131,6 +135,18 @@ std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &
         q.depthwise_per_task ^= 1;
         add(q);
     }
+    if (flat_rows_supported(spec)) {
+        ScheduleParams q = p;
+        q.flat_rows ^= 1;
+        q.tile_y = std::min(q.tile_y, 4);
+        add(q);
+        // The flat run of a whole task's rows: one pass over each weight per task.
+        if (p.flat_rows && p.tile_y != std::min(8, p.parallel_rows)) {
+            q = p;
+            q.tile_y = std::min(8, p.parallel_rows);
+            add(q);
+        }
+    }
     return out;
 }
 
@@ -152,6 +168,7 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
     q.parallel_channels = grouped_nchw ? uniform(0, 1) : 0;
     q.depthwise_per_task = spec.kind == LayerKind::DepthwisePointwise ? uniform(0, 1) : 0;
+    q.flat_rows = rows_in_tile && flat_rows_supported(spec) ? uniform(0, 1) : 0;
     return q;
 }
 

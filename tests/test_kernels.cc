@@ -184,6 +184,24 @@ std::vector<ScheduleCase> schedule_cases() {
                 p.depthwise_per_task = variant == 2 && std::string(s).rfind("dwconv", 0) == 0;
                 cases.push_back({s, p});
             }
+    // Flattened row tiles (flat_rows): row widths that are not a multiple of the vector, pixel
+    // runs rounded up into the next row (and past the image), tasks and row tiles that do not
+    // divide the image, channel tiles that do not divide c2; dwconv and 1x1 convs.
+    for (const char *s : {"dwconv c1=11 c2=21 h=13 w=27 k=3", "dwconv c1=6 c2=9 h=7 w=7 k=5 s=1 act=tanh",
+                          "dwconv c1=8 c2=13 h=15 w=14 k=3 s=2 act=relu", "conv c1=12 c2=17 h=9 w=14 k=1 p=0 act=silu",
+                          "conv c1=5 c2=7 h=3 w=5 k=1 p=0"})
+        for (int ty : {1, 2, 4})
+            for (int variant = 0; variant < 3; ++variant) {
+                ScheduleParams p;
+                p.vector_width = variant == 2 ? 4 : 8;
+                p.tile_vectors = 1 + variant;
+                p.tile_rows = 2 + 2 * variant;
+                p.tile_y = ty;
+                p.parallel_rows = variant == 0 ? ty : ty * variant + 1;
+                p.depthwise_per_task = variant == 1;
+                p.flat_rows = 1;
+                cases.push_back({s, p});
+            }
     for (const char *s : channel_specs)
         for (int vec : {4, 8})
             for (int tv : {1, 3})

@@ -131,6 +131,7 @@ ScheduleParams random_schedule(std::mt19937 &gen) {
     p.parallel_channels = uniform_int(gen, 0, 1);
     p.depthwise_per_task = uniform_int(gen, 0, 1);
     p.tile_y = uniform_int(gen, 1, 3);
+    p.flat_rows = uniform_int(gen, 0, 1);
     return p;
 }
 
