@@ -340,6 +340,19 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
             } catch (const Error &) {
             }
         }
+        // The winners for other thread counts on this target: a 2-thread run starts from the
+        // 1-thread tile, and its mutations then adjust the parallel split.
+        std::vector<std::string> other_threads;
+        for (const ScheduleRecord &r : db.records()) {
+            if (r.spec == spec.to_string() && r.target == opt.target && r.threads != opt.threads) other_threads.push_back(r.schedule);
+        }
+        for (const std::string &text : other_threads) {
+            try {
+                const ScheduleParams prev = ScheduleParams::parse(text);
+                if (!seen.count(prev.to_string())) compile_now(prev);
+            } catch (const Error &) {
+            }
+        }
         if (opt.autoschedulers) {
             for (int a = 0; a < 3; ++a) {
                 if ((stop && *stop) || seconds_since(layer_start) > layer_budget) break;
