@@ -100,14 +100,14 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layou
         constrain_dense(a.input, {spec.c1, spec.w, spec.h, spec.n});
     }
 
-    // Zero padding, as PyTorch pads. Halide's boundary condition marks the interior `likely`, so
-    // loops over it are partitioned and the steady state has no clamp or select (a clamped
-    // vector index would otherwise become a gather).
-    const Expr any;
-    const Region image = nchw ? Region{{0, spec.w}, {0, spec.h}, {any, any}, {any, any}}
-                              : Region{{any, any}, {0, spec.w}, {0, spec.h}, {any, any}};
-    Func bounded = BoundaryConditions::constant_exterior(a.input, 0.0f, image);
-    a.def(a.padded) = a.at(bounded, c, x, y, n);
+    // Zero padding, as PyTorch pads. The in-bounds test is tagged `likely`, so a loop over the
+    // padded rows is partitioned and its steady state loads the input with no select or clamp (a
+    // clamped vector index becomes a gather). Not BoundaryConditions::constant_exterior: with
+    // constant bounds, Halide 14's simplifier and CSE move its likely tag off the clamp and the
+    // loops are not partitioned (halide/Halide#7929); a batch-8 layer spent half its time there.
+    Expr inside = x >= 0 && x < spec.w && y >= 0 && y < spec.h;
+    Expr xc = clamp(x, 0, spec.w - 1), yc = clamp(y, 0, spec.h - 1);
+    a.def(a.padded) = select(likely(inside), nchw ? a.input(xc, yc, c, n) : a.input(c, xc, yc, n), 0.0f);
 
     Var xq = a.xq, ph = a.ph;
     Expr staged_value = a.at(a.padded, c, xq * spec.s + ph, y, n);

@@ -48,6 +48,13 @@ void detect_x86(HostCpu &cpu) {
             for (auto [bit, name] : avx512) {
                 if (b & bit) cpu.features.insert(name);
             }
+            // What Halide 14's host target checks for avx512_cannonlake (IFMA, VBMI) and
+            // avx512_sapphirerapids (AVX-VNNI and AVX512-BF16, leaf 7 subleaf 1).
+            if (b & bit_AVX512IFMA) cpu.features.insert("avx512ifma");
+            if (c & bit_AVX512VBMI) cpu.features.insert("avx512vbmi");
+            __cpuid_count(7, 1, a, b, c, d);
+            if (a & (1u << 4)) cpu.features.insert("avxvnni");
+            if (a & (1u << 5)) cpu.features.insert("avx512bf16");
         }
     }
     // Brand string (cpuid leaves 0x80000002..4), e.g. "AMD EPYC 7B13 64-Core Processor".
@@ -104,6 +111,12 @@ const std::map<std::string, FeatureNeed> &feature_table() {
         {"f16c", {CpuArch::X86_64, {"f16c"}, IsaLevel::SSE41}},
         {"avx512", {CpuArch::X86_64, {"avx512f", "avx512cd"}, IsaLevel::AVX512}},
         {"avx512_skylake", {CpuArch::X86_64, {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}, IsaLevel::AVX512}},
+        {"avx512_cannonlake",
+         {CpuArch::X86_64, {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "avx512ifma", "avx512vbmi"}, IsaLevel::AVX512}},
+        {"avx512_sapphirerapids",
+         {CpuArch::X86_64,
+          {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "avx512ifma", "avx512vbmi", "avxvnni", "avx512bf16"},
+          IsaLevel::AVX512}},
         {"arm_dot_prod", {CpuArch::ARM64, {"asimddp"}, IsaLevel::NEON}},
         {"arm_fp16", {CpuArch::ARM64, {"asimdhp"}, IsaLevel::NEON}},
         {"sve", {CpuArch::ARM64, {"sve"}, IsaLevel::NEON}},

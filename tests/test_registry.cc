@@ -79,6 +79,15 @@ TEST(WhyNotRunnable, NamesWhatIsMissing) {
     EXPECT_EQ(why_not_runnable(target_requirements("arm-64-linux"), arm), "");
     EXPECT_NE(why_not_runnable(target_requirements("arm-64-linux-arm_dot_prod"), arm).find("asimddp"), std::string::npos);
     EXPECT_NE(why_not_runnable(target_requirements("x86-64-windows-sse41"), avx2_host).find("windows"), std::string::npos);
+    // Halide's host target on a Sapphire Rapids Xeon names two more AVX-512 levels.
+    const char *spr = "x86-64-linux-avx-avx2-avx512-avx512_cannonlake-avx512_sapphirerapids-avx512_skylake-f16c-fma-sse41";
+    EXPECT_TRUE(target_requirements(spr).unknown.empty());
+    EXPECT_EQ(target_requirements(spr).level, IsaLevel::AVX512);
+    const HostCpu skylake = make_cpu(CpuArch::X86_64, {"sse41", "avx", "avx2", "fma", "f16c", "avx512f", "avx512cd",
+                                                       "avx512bw", "avx512dq", "avx512vl"});
+    EXPECT_EQ(why_not_runnable(target_requirements(kAvx512), skylake), "");
+    const std::string why_spr = why_not_runnable(target_requirements(spr), skylake);
+    for (const char *f : {"avx512ifma", "avx512vbmi", "avxvnni", "avx512bf16"}) EXPECT_NE(why_spr.find(f), std::string::npos) << why_spr;
 }
 
 TEST(ChooseVariant, HighestRunnableLevelUnderTheCap) {
