@@ -107,7 +107,7 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layou
     // loops are not partitioned (halide/Halide#7929); a batch-8 layer spent half its time there.
     Expr inside = x >= 0 && x < spec.w && y >= 0 && y < spec.h;
     Expr xc = clamp(x, 0, spec.w - 1), yc = clamp(y, 0, spec.h - 1);
-    a.def(a.padded) = select(likely(inside), nchw ? a.input(xc, yc, c, n) : a.input(c, xc, yc, n), 0.0f);
+    a.def(a.padded) = select(likely(inside), a.at(a.input, c, xc, yc, n), 0.0f);
 
     Var xq = a.xq, ph = a.ph;
     Expr staged_value = a.at(a.padded, c, xq * spec.s + ph, y, n);

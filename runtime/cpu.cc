@@ -40,6 +40,7 @@ void detect_x86(HostCpu &cpu) {
     }
     if (__get_cpuid_max(0, nullptr) >= 7) {
         __cpuid_count(7, 0, a, b, c, d);
+        const unsigned max_subleaf = a;
         if (os_avx && (b & bit_AVX2)) cpu.features.insert("avx2");
         if (os_avx512) {
             const std::pair<unsigned, const char *> avx512[] = {
@@ -52,9 +53,11 @@ void detect_x86(HostCpu &cpu) {
             // avx512_sapphirerapids (AVX-VNNI and AVX512-BF16, leaf 7 subleaf 1).
             if (b & bit_AVX512IFMA) cpu.features.insert("avx512ifma");
             if (c & bit_AVX512VBMI) cpu.features.insert("avx512vbmi");
-            __cpuid_count(7, 1, a, b, c, d);
-            if (a & (1u << 4)) cpu.features.insert("avxvnni");
-            if (a & (1u << 5)) cpu.features.insert("avx512bf16");
+            if (max_subleaf >= 1) {
+                __cpuid_count(7, 1, a, b, c, d);
+                if (a & (1u << 4)) cpu.features.insert("avxvnni");
+                if (a & (1u << 5)) cpu.features.insert("avx512bf16");
+            }
         }
     }
     // Brand string (cpuid leaves 0x80000002..4), e.g. "AMD EPYC 7B13 64-Core Processor".
@@ -103,6 +106,14 @@ struct FeatureNeed {
 // Halide 14 target feature -> host CPU features it needs. Features that do not change the
 // instructions (jit, no_runtime, strict_float, ...) need nothing.
 const std::map<std::string, FeatureNeed> &feature_table() {
+    // Each AVX-512 level needs the one below it plus its own extensions.
+    using Features = std::vector<const char *>;
+    const auto plus = [](Features base, const Features &more) {
+        base.insert(base.end(), more.begin(), more.end());
+        return base;
+    };
+    static const Features skylake = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"};
+    static const Features cannonlake = plus(skylake, {"avx512ifma", "avx512vbmi"});
     static const std::map<std::string, FeatureNeed> table = {
         {"sse41", {CpuArch::X86_64, {"sse41"}, IsaLevel::SSE41}},
         {"avx", {CpuArch::X86_64, {"avx"}, IsaLevel::SSE41}},
@@ -110,13 +121,9 @@ const std::map<std::string, FeatureNeed> &feature_table() {
         {"fma", {CpuArch::X86_64, {"fma"}, IsaLevel::AVX2}},
         {"f16c", {CpuArch::X86_64, {"f16c"}, IsaLevel::SSE41}},
         {"avx512", {CpuArch::X86_64, {"avx512f", "avx512cd"}, IsaLevel::AVX512}},
-        {"avx512_skylake", {CpuArch::X86_64, {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}, IsaLevel::AVX512}},
-        {"avx512_cannonlake",
-         {CpuArch::X86_64, {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "avx512ifma", "avx512vbmi"}, IsaLevel::AVX512}},
-        {"avx512_sapphirerapids",
-         {CpuArch::X86_64,
-          {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "avx512ifma", "avx512vbmi", "avxvnni", "avx512bf16"},
-          IsaLevel::AVX512}},
+        {"avx512_skylake", {CpuArch::X86_64, skylake, IsaLevel::AVX512}},
+        {"avx512_cannonlake", {CpuArch::X86_64, cannonlake, IsaLevel::AVX512}},
+        {"avx512_sapphirerapids", {CpuArch::X86_64, plus(cannonlake, {"avxvnni", "avx512bf16"}), IsaLevel::AVX512}},
         {"arm_dot_prod", {CpuArch::ARM64, {"asimddp"}, IsaLevel::NEON}},
         {"arm_fp16", {CpuArch::ARM64, {"asimdhp"}, IsaLevel::NEON}},
         {"sve", {CpuArch::ARM64, {"sve"}, IsaLevel::NEON}},

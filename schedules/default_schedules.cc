@@ -35,6 +35,9 @@ VectorTile vector_tile(int extent, int vector_width, int max_vectors) {
     return {vector_width * std::max(1, std::min(max_vectors, extent / vector_width)), vector_width};
 }
 
+// Output rows per parallel task (parallel_rows, at most the image).
+int task_rows(const ScheduleParams &p, const LayerSpec &s) { return std::max(1, std::min(p.parallel_rows, s.out_h())); }
+
 // Vectorises the innermost `lanes` of `v` and unrolls the rest of the tile, so that each
 // accumulator of the register tile is its own vector register.
 template <typename StageOrFunc>
@@ -84,7 +87,7 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
     Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo");
     const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
     const int tx = std::min(p.tile_rows, s.out_w());
-    const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
+    const int rows = task_rows(p, s);
     a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
         .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
         .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
@@ -145,7 +148,7 @@ void tile_flat_rows(LayerAlgorithm &a, const ScheduleParams &p, Func acc, const 
                     const Var &t, const Var &yt) {
     const LayerSpec &s = a.spec;
     const int V = p.vector_width;
-    const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
+    const int rows = task_rows(p, s);
     const int ty = tile_y_for(p, rows);
     const int tc = std::min(p.tile_rows, s.c2);
     Var yo("yo"), yi("yi"), yr("yr");
@@ -184,7 +187,7 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
     const LayerSpec &s = a.spec;
     Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo"), yi("yi"), t("t");
     RVar rx = a.r.x, ry = a.r.y, rc = a.r.z;
-    const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
+    const int rows = task_rows(p, s);
     if (s.layout == Layout::NHWC || (p.vectorize_channels && channel_vectorization_supported(s))) {
         tile_along_channels(a, p, a.conv, {rx, ry, rc}, yi, t);
         stage_input(a, p, t);
@@ -225,7 +228,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     const LayerSpec &s = a.spec;
     Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo"), yi("yi"), t("t"), dxo("dxo"), dxi("dxi");
     RVar rx = a.r.x, ry = a.r.y, rp = a.r_pw.x;
-    const int rows = std::max(1, std::min(p.parallel_rows, s.out_h()));
+    const int rows = task_rows(p, s);
     const bool along_channels = s.layout == Layout::NHWC || p.vectorize_channels;
     Var row_tile = yi;
     if (along_channels) {

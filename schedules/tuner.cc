@@ -331,22 +331,17 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
             }
         };
 
-        // Seeds: the heuristic, a previous (interrupted) run's best, and Halide's autoschedulers.
+        // Seeds: the heuristic, a previous (interrupted) run's best, this target's winners for
+        // other thread counts (a 2-thread run starts from the 1-thread tile; its mutations then
+        // adjust the parallel split), and Halide's autoschedulers. The texts are copied first:
+        // storing a record replaces the database's record storage.
         compile_now(heuristic);
-        if (existing) {
-            try {
-                const ScheduleParams prev = ScheduleParams::parse(existing->schedule);
-                if (!seen.count(prev.to_string())) compile_now(prev);
-            } catch (const Error &) {
-            }
-        }
-        // The winners for other thread counts on this target: a 2-thread run starts from the
-        // 1-thread tile, and its mutations then adjust the parallel split.
-        std::vector<std::string> other_threads;
+        std::vector<std::string> earlier;
+        if (existing) earlier.push_back(existing->schedule);
         for (const ScheduleRecord &r : db.records()) {
-            if (r.spec == spec.to_string() && r.target == opt.target && r.threads != opt.threads) other_threads.push_back(r.schedule);
+            if (r.spec == spec.to_string() && r.target == opt.target && r.threads != opt.threads) earlier.push_back(r.schedule);
         }
-        for (const std::string &text : other_threads) {
+        for (const std::string &text : earlier) {
             try {
                 const ScheduleParams prev = ScheduleParams::parse(text);
                 if (!seen.count(prev.to_string())) compile_now(prev);

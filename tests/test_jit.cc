@@ -147,6 +147,23 @@ TEST(Jit, ExplainShowsFusedDepthwiseInsideTheRowLoop) {
     EXPECT_LT(par, dw) << text;
 }
 
+// flat=1 must change the loop nest where it applies (the pointwise accumulator's pixels as one
+// fused run inside the row tile), and is not a template where the operand rows are not contiguous.
+TEST(Jit, FlatRowsFuseThePixelRunWhereSupported) {
+    CompileOptions o;
+    o.has_schedule = true;
+    o.schedule = ScheduleParams::parse("vec=8 tile_vectors=2 tile_rows=4 parallel_rows=4 channels=0 channel_tasks=0 dw_per_task=0 tile_y=2 flat=1");
+    for (const char *s : {"dwconv c1=16 c2=24 h=14 w=14 k=3", "conv c1=16 c2=24 h=14 w=14 k=1 p=0"}) {
+        const std::string text = explain(parse_layer_spec(s), o);
+        EXPECT_NE(text.find("x.f.fo"), std::string::npos) << s << "\n" << text;
+    }
+    const std::string k3 = explain(parse_layer_spec("conv c1=16 c2=24 h=14 w=14 k=3"), o);
+    EXPECT_EQ(k3.find("x.f.fo"), std::string::npos) << k3;
+    o.schedule.flat_rows = 0;
+    const std::string plain = explain(parse_layer_spec("dwconv c1=16 c2=24 h=14 w=14 k=3"), o);
+    EXPECT_EQ(plain.find("x.f.fo"), std::string::npos) << plain;
+}
+
 TEST(Jit, ExplainWorksForForeignTargets) {
     CompileOptions arm;
     arm.target = "arm-64-linux";
