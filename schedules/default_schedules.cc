@@ -38,6 +38,39 @@ VectorTile vector_tile(int extent, int vector_width, int max_vectors) {
 // Output rows per parallel task (parallel_rows, at most the image).
 int task_rows(const ScheduleParams &p, const LayerSpec &s) { return std::max(1, std::min(p.parallel_rows, s.out_h())); }
 
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// channel_blocks: the channel tile loop `co` (of `tiles` tiles, just outside the task's rows)
+// is split into blocks, and each parallel task `t` is one block of one row block of one image.
+// `inner` are the output's loops inside `co`, innermost first.
+void split_channel_tiles_into_tasks(LayerAlgorithm &a, const ScheduleParams &p, const Var &co, int tiles,
+                                    std::vector<VarOrRVar> inner, const Var &yo, const Var &t) {
+    const int blocks = std::max(1, std::min(p.channel_blocks, tiles));
+    Var cb("cb"), yb("yb");
+    a.output.split(co, cb, co, ceil_div(tiles, blocks), TailStrategy::GuardWithIf);
+    inner.insert(inner.end(), {co, yo, cb, a.n});
+    a.output.reorder(inner).fuse(yo, cb, yb).fuse(yb, a.n, t);
+}
+
+// NCHW along x with output rows a little shorter than one vector (9 to 15 floats on AVX-512): the
+// accumulator is computed one whole vector wide (RoundUp) over zero-padded operand rows bounded
+// to that width, instead of a row-wide odd vector that LLVM assembles from 8-, 4- and 2-lane loads
+// and inserts, which compete with the FMAs for the shuffle port (1.15x on a 14x14 1x1 conv at
+// 1 thread on AVX-512). Rows of half a vector or less would waste over half the lanes: flat_rows
+// or channel vectorisation serve those.
+bool round_up_short_rows(const LayerSpec &s, const ScheduleParams &p) {
+    return s.layout == Layout::NCHW && s.out_w() < p.vector_width && 2 * s.out_w() > p.vector_width;
+}
+
+// With round_up_short_rows: the staged input covers every column a vector-wide accumulator row
+// reads (the columns past the image are the zero padding).
+void bound_staged_to_vector_rows(LayerAlgorithm &a, const ScheduleParams &p) {
+    const LayerSpec &s = a.spec;
+    auto floor_div = [](int num, int den) { return num >= 0 ? num / den : -((-num + den - 1) / den); };
+    const int lo = floor_div(-s.p, s.s), hi = p.vector_width - 1 + floor_div(s.k - 1 - s.p, s.s);
+    a.staged.bound(a.xq, lo, hi - lo + 1);
+}
+
 // Vectorises the innermost `lanes` of `v` and unrolls the rest of the tile, so that each
 // accumulator of the register tile is its own vector register.
 template <typename StageOrFunc>
@@ -93,7 +126,12 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
         .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
         .reorder(ci, xi, xo, co, yi, yo, a.n);
     if (channel_tiles_outer) a.output.reorder(ci, xi, xo, yi, co, yo, a.n);
-    a.output.fuse(yo, a.n, t).parallel(t).unroll(xi);
+    if (channel_tiles_outer && p.channel_blocks > 1) {
+        split_channel_tiles_into_tasks(a, p, co, ceil_div(s.c2, tc.size), {ci, xi, xo, yi}, yo, t);
+    } else {
+        a.output.fuse(yo, a.n, t);
+    }
+    a.output.parallel(t).unroll(xi);
     vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
     acc.compute_at(a.output, xo).reorder_storage(a.c, a.x, a.y, a.n).unroll(a.x);
     vectorize_tile(acc, a.c, tc.lanes, TailStrategy::GuardWithIf);
@@ -109,11 +147,16 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
 
 // The accumulator of an NCHW output tile vectorised along x (`lanes` wide, rows of channels
 // unrolled, and `tile_y` output rows when above 1), computed per x tile in registers.
-Stage accumulate_along_x(LayerAlgorithm &a, Func acc, const std::vector<VarOrRVar> &reduction, const Var &xo, int lanes,
-                         int tile_y) {
+Stage accumulate_along_x(LayerAlgorithm &a, const ScheduleParams &p, Func acc, const std::vector<VarOrRVar> &reduction,
+                         const Var &xo, int lanes, int tile_y) {
     acc.compute_at(a.output, xo).unroll(a.c);
     if (tile_y > 1) acc.unroll(a.y);
-    vectorize_tile(acc, a.x, lanes, TailStrategy::GuardWithIf);
+    TailStrategy tail = TailStrategy::GuardWithIf;
+    if (round_up_short_rows(a.spec, p)) {
+        lanes = p.vector_width;
+        tail = TailStrategy::RoundUp;
+    }
+    vectorize_tile(acc, a.x, lanes, tail);
     // One row: the tile's input vectors stream past the channels' broadcast weights (tr broadcasts
     // held). Several rows: channels outermost, each broadcast weight feeds all the tile's input
     // vectors (tile_vectors * tile_y held) and is then dead, so tiles of 12 fit 16 registers.
@@ -125,7 +168,7 @@ Stage accumulate_along_x(LayerAlgorithm &a, Func acc, const std::vector<VarOrRVa
     Stage upd = acc.update();
     upd.reorder(order).unroll(a.c);
     if (tile_y > 1) upd.unroll(a.y);
-    vectorize_tile(upd, a.x, lanes, TailStrategy::GuardWithIf);
+    vectorize_tile(upd, a.x, lanes, tail);
     return upd;
 }
 
@@ -216,7 +259,8 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
         a.output.parallel(t).unroll(ci).unroll(yr);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
         stage_input(a, p, t);
-        Stage upd = accumulate_along_x(a, a.conv, {rx, ry, rc}, xo, tx.lanes, ty);
+        if (round_up_short_rows(s, p)) bound_staged_to_vector_rows(a, p);
+        Stage upd = accumulate_along_x(a, p, a.conv, {rx, ry, rc}, xo, tx.lanes, ty);
         if (s.k <= 7) upd.unroll(rx);
     }
 }
@@ -257,25 +301,34 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
             .split(a.c, co, ci, tc, TailStrategy::ShiftInwards)
             .split(a.y, yo, yi, rows, task_tail(ty))
             .split(yi, yi, yr, ty, TailStrategy::ShiftInwards)
-            .reorder(xi, ci, yr, xo, co, yi, yo, a.n)
-            .fuse(yo, a.n, t)
-            .parallel(t)
-            .unroll(ci)
-            .unroll(yr);
+            .reorder(xi, ci, yr, xo, co, yi, yo, a.n);
         // Large pointwise weights: loop channel tiles outside the rows of the task, so each
         // tile's weights are reused across those rows (the task's depthwise rows are then
         // all computed first, see below).
-        if (p.depthwise_per_task) a.output.reorder(xi, ci, yr, xo, yi, co, t);
+        if (p.depthwise_per_task) a.output.reorder(xi, ci, yr, xo, yi, co, yo, a.n);
+        if (p.depthwise_per_task && p.channel_blocks > 1) {
+            split_channel_tiles_into_tasks(a, p, co, ceil_div(s.c2, tc), {xi, ci, yr, xo, yi}, yo, t);
+        } else {
+            a.output.fuse(yo, a.n, t);
+        }
+        a.output.parallel(t).unroll(ci).unroll(yr);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
-        accumulate_along_x(a, a.pointwise, {rp}, xo, tx.lanes, ty);
+        accumulate_along_x(a, p, a.pointwise, {rp}, xo, tx.lanes, ty);
     }
     stage_input(a, p, t);
 
     // Per row tile (yi: tile_y rows in NCHW along x, one row otherwise) or per task.
     a.depthwise.compute_at(a.output, p.depthwise_per_task ? t : row_tile);
+    const bool round_up_rows = !along_channels && !p.flat_rows && round_up_short_rows(s, p);
+    if (round_up_rows) {
+        // The pointwise accumulator reads whole vector rows of the depthwise result.
+        a.depthwise.bound(a.x, 0, p.vector_width);
+        bound_staged_to_vector_rows(a, p);
+    }
     if (s.layout == Layout::NCHW) {
         // Depthwise tile: up to 4 vectors of one row, all k*k taps unrolled, in registers.
-        const VectorTile dtx = vector_tile(s.out_w(), p.vector_width, 4);
+        const VectorTile dtx = round_up_rows ? VectorTile{p.vector_width, p.vector_width}
+                                             : vector_tile(s.out_w(), p.vector_width, 4);
         a.depthwise.split(a.x, dxo, dxi, dtx.size, TailStrategy::ShiftInwards);
         vectorize_tile(a.depthwise, dxi, dtx.lanes, TailStrategy::ShiftInwards);
         a.dw_acc.compute_at(a.depthwise, dxo);

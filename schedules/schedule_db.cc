@@ -104,6 +104,7 @@ ScheduleParams adapt(ScheduleParams p, const LayerSpec &spec) {
     const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
     if (!grouped_nchw) p.parallel_channels = 0;
     if (spec.kind == LayerKind::Conv) p.depthwise_per_task = 0;
+    if (!p.depthwise_per_task) p.channel_blocks = 1;
     const int group_out = spec.kind == LayerKind::Conv ? spec.c2 / spec.g : spec.c2;
     while (p.tile_rows > 1 && grouped_nchw && !p.vectorize_channels && group_out % p.tile_rows != 0) --p.tile_rows;
     p.parallel_rows = std::max(1, std::min(p.parallel_rows, spec.out_h() * spec.n));
@@ -118,9 +119,10 @@ bool ensure_parallel_tasks(ScheduleParams &p, const LayerSpec &spec, int threads
     if (!p.autoscheduler.empty() || p.parallel_channels || threads <= 1) return false;
     const int rows = spec.out_h();
     const int wanted = 2 * threads;
-    auto tasks = [&](int per_task) { return ((rows + per_task - 1) / per_task) * spec.n; };
+    auto tasks = [&](int per_task) { return ((rows + per_task - 1) / per_task) * spec.n * std::max(1, p.channel_blocks); };
     if (tasks(p.parallel_rows) >= wanted) return false;
-    const int images_short = (wanted + spec.n - 1) / spec.n;  // tasks each image must provide
+    const int per_image = spec.n * std::max(1, p.channel_blocks);  // tasks a row block gives
+    const int images_short = (wanted + per_image - 1) / per_image;  // row blocks each image must provide
     int per_task = std::max(1, rows / images_short);
     if (p.tile_y > 1 && per_task >= p.tile_y) per_task -= per_task % p.tile_y;
     if (per_task >= p.parallel_rows) return false;
@@ -310,6 +312,17 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
             nearest_d = d;
             nearest = &r;
         }
+    }
+    // A neighbour's parameters transfer only to a layer of about its size. Measured at 1 thread on
+    // AVX-512 against the heuristic: layers within 2x (distance <= log 2) ran 0.83x-1.07x of the
+    // neighbour's time either way, farther ones up to 2.9x slower with the neighbour's (a
+    // 256-channel 14x14 conv given the 64-channel 56x56 record).
+    const double max_neighbour_distance = std::log(2.0) + 1e-9;
+    if (nearest && nearest_d > max_neighbour_distance) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%.2f", nearest_d);
+        out.detail = "nearest tuned layer '" + nearest->spec + "' too far (distance " + buf + " > log 2)";
+        return out;
     }
     if (nearest) {
         out.params = adapt(ScheduleParams::parse(nearest->schedule), spec);

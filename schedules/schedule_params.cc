@@ -32,6 +32,7 @@ std::string ScheduleParams::to_string() const {
     // Omitted at its default so that the text (cache keys, databases) of older schedules is unchanged.
     if (tile_y != 1) os << " tile_y=" << tile_y;
     if (flat_rows) os << " flat=" << flat_rows;
+    if (channel_blocks != 1) os << " channel_blocks=" << channel_blocks;
     return os.str();
 }
 
@@ -45,7 +46,8 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
                                            {"channel_tasks", &p.parallel_channels},
                                            {"dw_per_task", &p.depthwise_per_task},
                                            {"tile_y", &p.tile_y},
-                                           {"flat", &p.flat_rows}};
+                                           {"flat", &p.flat_rows},
+                                           {"channel_blocks", &p.channel_blocks}};
     std::istringstream is(text);
     std::string tok;
     while (is >> tok) {
@@ -71,7 +73,8 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
             used = 0;
         }
         const bool flag = it->first == "channels" || it->first == "channel_tasks" || it->first == "dw_per_task" || it->first == "flat";
-        const int lowest = flag ? 0 : 1, highest = flag ? 1 : it->first == "tile_y" ? 8 : 256;
+        const int lowest = flag ? 0 : 1;
+        const int highest = flag ? 1 : it->first == "tile_y" ? 8 : it->first == "channel_blocks" ? 64 : 256;
         if (used == 0 || used != value.size() || v < lowest || v > highest) {
             throw Error("schedule parameter '" + it->first + "': '" + value + "' must be an integer in " +
                         std::to_string(lowest) + ".." + std::to_string(highest));

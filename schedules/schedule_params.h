@@ -45,6 +45,13 @@ struct ScheduleParams {
     // all output channels, so each pixel tile's input panel stays in L1 across the channel
     // tiles. Ignored elsewhere. Text form omits 0.
     int flat_rows = 0;
+    // dwconv with depthwise_per_task, NCHW along x or along channels: the output channel tiles are
+    // split into this many blocks, and the parallel tasks are blocks x row blocks x images. Each
+    // task computes its rows' depthwise itself (so the depthwise work is repeated per block), and
+    // reads only its block's part of the pointwise weights: a weight matrix bigger than one
+    // core's L2 (1024x1024 floats is 4 MiB) is then split between the cores instead of every
+    // core streaming all of it for every row block. Ignored elsewhere. Text form omits 1.
+    int channel_blocks = 1;
     // Not convgen's templates but one of Halide 14's autoschedulers (Mullapudi2016, Li2018,
     // Adams2019) on the same algorithm; the knobs above are then unused. Text form: auto=<name>.
     std::string autoscheduler;

@@ -83,6 +83,11 @@ bool evaluate(const std::shared_ptr<const Kernel> &kernel, const LayerBench &b, 
     return true;
 }
 
+// channel_blocks splits the channel tiles that dw_per_task puts outside a task's rows.
+bool channel_blocks_apply(const ScheduleParams &q, const LayerSpec &spec) {
+    return spec.kind == LayerKind::DepthwisePointwise && q.depthwise_per_task && !(spec.layout == Layout::NCHW && !q.vectorize_channels && q.flat_rows);
+}
+
 int register_count(IsaFamily isa) { return (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 16 : 32; }
 
 // The neighbours of `p` in the template space: one knob changed.
@@ -96,6 +101,7 @@ std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &
         // A flat tile's rows add pixels, not accumulators: up to 8 rows (a 7x7 image in one run).
         if (q.tile_y < 1 || q.tile_y > (q.flat_rows ? 8 : 4) || (q.tile_y > 1 && !rows_in_tile)) return;
         if (q.flat_rows && !(rows_in_tile && flat_rows_supported(spec))) return;
+        if (q.channel_blocks < 1 || q.channel_blocks > 8 || (q.channel_blocks > 1 && !channel_blocks_apply(q, spec))) return;
         // A flat tile's rows are one pixel run: its accumulators are tile_vectors x tile_rows.
         const int accumulators = q.tile_vectors * q.tile_rows * (q.flat_rows ? 1 : q.tile_y);
         if (accumulators > 2 * register_count(isa)) return;
@@ -133,7 +139,13 @@ std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &
     if (spec.kind == LayerKind::DepthwisePointwise) {
         ScheduleParams q = p;
         q.depthwise_per_task ^= 1;
+        if (!q.depthwise_per_task) q.channel_blocks = 1;
         add(q);
+        for (int f : {2, 0}) {
+            q = p;
+            q.channel_blocks = f ? p.channel_blocks * 2 : p.channel_blocks / 2;
+            add(q);
+        }
     }
     if (flat_rows_supported(spec)) {
         ScheduleParams q = p;
@@ -169,6 +181,8 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     q.parallel_channels = grouped_nchw ? uniform(0, 1) : 0;
     q.depthwise_per_task = spec.kind == LayerKind::DepthwisePointwise ? uniform(0, 1) : 0;
     q.flat_rows = rows_in_tile && flat_rows_supported(spec) ? uniform(0, 1) : 0;
+    q.channel_blocks = 1;
+    if (channel_blocks_apply(q, spec)) q.channel_blocks = 1 << uniform(0, 2);
     return q;
 }
 

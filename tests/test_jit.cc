@@ -164,6 +164,27 @@ TEST(Jit, FlatRowsFuseThePixelRunWhereSupported) {
     EXPECT_EQ(plain.find("x.f.fo"), std::string::npos) << plain;
 }
 
+// channel_blocks=2 makes each parallel task one block of output channels of one row block (twice
+// the tasks), and rows of 14 at vec=16 accumulate in whole 16-lane vectors (the output stores 14);
+// rows of half a vector or less keep their own width.
+TEST(Jit, ChannelBlocksAndShortRowsShapeTheLoopNest) {
+    CompileOptions o;
+    o.has_schedule = true;
+    o.schedule = ScheduleParams::parse("vec=16 tile_vectors=1 tile_rows=4 parallel_rows=7 channels=0 channel_tasks=0 dw_per_task=1");
+    const LayerSpec spec = parse_layer_spec("dwconv c1=64 c2=64 h=14 w=14 k=3");
+    const std::string rows_only = explain(spec, o);
+    EXPECT_NE(rows_only.find("parallel y.yo.t in [0, 1]"), std::string::npos) << rows_only;
+    EXPECT_NE(rows_only.find("vectorized x.x_vi in [0, 15]"), std::string::npos) << rows_only;
+    EXPECT_NE(rows_only.find("vectorized x.xi.xi_vi in [0, 13]"), std::string::npos) << rows_only;
+    o.schedule.channel_blocks = 2;
+    const std::string blocks = explain(spec, o);
+    EXPECT_NE(blocks.find("parallel y.yo.yb.t in [0, 3]"), std::string::npos) << blocks;
+    o.schedule.channel_blocks = 1;
+    const std::string seven = explain(parse_layer_spec("dwconv c1=64 c2=64 h=7 w=7 k=3"), o);
+    EXPECT_EQ(seven.find("vectorized x.x_vi in [0, 15]"), std::string::npos) << seven;
+    EXPECT_NE(seven.find("vectorized x.x_vi in [0, 6]"), std::string::npos) << seven;
+}
+
 TEST(Jit, ExplainWorksForForeignTargets) {
     CompileOptions arm;
     arm.target = "arm-64-linux";

@@ -202,6 +202,38 @@ std::vector<ScheduleCase> schedule_cases() {
                 p.flat_rows = 1;
                 cases.push_back({s, p});
             }
+    // dwconv tasks split by output channel blocks (channel_blocks) as well as rows: along x and
+    // along channels, blocks that do not divide the channel tiles, more blocks than tiles.
+    for (const char *s : {"dwconv c1=11 c2=21 h=13 w=27 k=3", "dwconv c1=6 c2=37 h=7 w=7 k=5 s=2 act=tanh",
+                          "dwconv n=2 c1=9 c2=20 h=6 w=10 k=3 act=relu"})
+        for (int blocks : {2, 3, 16})
+            for (int channels : {0, 1}) {
+                ScheduleParams p;
+                p.tile_vectors = 1 + channels;
+                p.tile_rows = 3;
+                p.parallel_rows = blocks == 3 ? 2 : 7;
+                p.vectorize_channels = channels;
+                p.depthwise_per_task = 1;
+                p.channel_blocks = blocks;
+                cases.push_back({s, p});
+            }
+    // NCHW rows a little shorter than the vector (9..15 floats at vec=16): accumulators one whole
+    // vector wide over zero columns past the image; plain, strided, grouped with channel tasks,
+    // depthwise, and dwconv with the depthwise per row tile and per task.
+    for (const char *s : {"conv c1=16 c2=24 h=15 w=15 k=3 p=0 act=relu", "conv c1=8 c2=12 h=19 w=19 k=7 s=2 p=3",
+                          "conv c1=12 c2=12 h=13 w=11 k=3 g=12 act=relu6", "conv c1=8 c2=16 h=12 w=12 k=3 g=4",
+                          "dwconv c1=10 c2=12 h=12 w=12 k=5 p=2 act=silu", "dwconv c1=8 c2=12 h=26 w=26 k=3 s=2"})
+        for (int variant = 0; variant < 3; ++variant) {
+            ScheduleParams p;
+            p.vector_width = 16;
+            p.tile_vectors = 1;
+            p.tile_rows = 2 + variant;
+            p.tile_y = 1 + variant % 2;
+            p.parallel_rows = 1 + 2 * variant;
+            p.parallel_channels = variant == 2 && std::string(s).find("g=") != std::string::npos;
+            p.depthwise_per_task = variant == 2 && std::string(s).rfind("dwconv", 0) == 0;
+            cases.push_back({s, p});
+        }
     for (const char *s : channel_specs)
         for (int vec : {4, 8})
             for (int tv : {1, 3})

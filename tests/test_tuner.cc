@@ -146,6 +146,15 @@ TEST(ScheduleDb, LookupPrefersThisHostThenFallsBackThenNeighbours) {
     EXPECT_EQ(l.params.tile_vectors, 3);
     l = lookup_schedule(&db, "db.json", parse_layer_spec("conv c1=64 c2=64 h=56 w=56 k=5"), target, IsaFamily::AVX2, 1);
     EXPECT_EQ(l.source, ScheduleSource::Heuristic);
+    // Same kind, k and s but more than 2x away (4x the channels, a quarter of the pixels): the
+    // heuristic, and the detail names the neighbour that was too far.
+    l = lookup_schedule(&db, "db.json", parse_layer_spec("conv c1=256 c2=256 h=28 w=28 k=3"), target, IsaFamily::AVX2, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Heuristic);
+    EXPECT_EQ(l.params.to_string(), heuristic_schedule(parse_layer_spec("conv c1=256 c2=256 h=28 w=28 k=3"), IsaFamily::AVX2).to_string());
+    EXPECT_NE(l.detail.find("too far"), std::string::npos) << l.detail;
+    // Just inside 2x (c2 1.5x, pixels 1.3x the record's): still the neighbour.
+    l = lookup_schedule(&db, "db.json", parse_layer_spec("conv c1=64 c2=96 h=64 w=64 k=3"), target, IsaFamily::AVX2, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Neighbour);
     l = lookup_schedule(&db, "db.json", exact, "x86-64-linux-sse41", IsaFamily::Generic, 1);
     EXPECT_EQ(l.source, ScheduleSource::Heuristic);
     l = lookup_schedule(nullptr, "", exact, target, IsaFamily::AVX2, 1);
