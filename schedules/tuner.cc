@@ -444,6 +444,15 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
             if (m.params == heuristic) heur = &m;
         }
         if (heur && std::find(leaders.begin(), leaders.end(), heur) == leaders.end()) leaders.push_back(heur);
+        // The record being re-tuned competes in the final round too: its first-pass time may have
+        // been unlucky, and a run must not replace it with a candidate that is not faster
+        // interleaved with it.
+        for (auto &m : measured) {
+            if (existing && m.params.to_string() == existing->schedule &&
+                std::find(leaders.begin(), leaders.end(), &m) == leaders.end()) {
+                leaders.push_back(&m);
+            }
+        }
         if (leaders.empty()) {
             progress.event(label + " no candidate matched the reference; nothing stored");
             results.push_back(result);
