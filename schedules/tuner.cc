@@ -91,7 +91,7 @@ bool channel_blocks_apply(const ScheduleParams &q, const LayerSpec &spec) {
 int register_count(IsaFamily isa) { return (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 16 : 32; }
 
 // The neighbours of `p` in the template space: one knob changed.
-std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &spec, IsaFamily isa) {
+std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &spec, IsaFamily isa, int threads) {
     std::vector<ScheduleParams> out;
     // Rows in the register tile exist only in the NCHW template vectorised along x.
     const bool rows_in_tile = spec.layout == Layout::NCHW && !p.vectorize_channels;
@@ -123,6 +123,14 @@ std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &
         ScheduleParams q = p;
         q.parallel_rows = f ? p.parallel_rows * 2 : p.parallel_rows / 2;
         add(q);
+    }
+    // Row blocks that split an image evenly between the threads: halving and doubling alone give a
+    // 28-row image 4 tasks of 8, 8, 8 and 4 rows, or 2 of 16 and 12, leaving one of two threads idle
+    // an eighth of the time.
+    for (int m = 1; threads > 1 && m <= 4; ++m) {
+        ScheduleParams q = p;
+        q.parallel_rows = std::max(1, (spec.out_h() + m * threads - 1) / (m * threads));
+        if (q.parallel_rows != p.parallel_rows) add(q);
     }
     const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
     if (spec.layout == Layout::NCHW && channel_vectorization_supported(spec)) {
@@ -384,7 +392,7 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
             const size_t parents = std::min<size_t>(ranked.size(), 4);
             std::vector<ScheduleParams> pool;
             for (size_t i = 0; i < parents; ++i) {
-                for (const auto &q : mutations(ranked[i]->params, spec, opt.isa)) {
+                for (const auto &q : mutations(ranked[i]->params, spec, opt.isa, opt.threads)) {
                     if (!seen.count(q.to_string())) {
                         // Mutations of better parents appear more often (rank-weighted).
                         for (size_t w = i; w < parents; ++w) pool.push_back(q);
@@ -392,8 +400,8 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
                 }
             }
             if (pool.empty()) {  // a local optimum: jump two steps from the best
-                for (const auto &q1 : mutations(ranked[0]->params, spec, opt.isa)) {
-                    for (const auto &q2 : mutations(q1, spec, opt.isa)) {
+                for (const auto &q1 : mutations(ranked[0]->params, spec, opt.isa, opt.threads)) {
+                    for (const auto &q2 : mutations(q1, spec, opt.isa, opt.threads)) {
                         if (!seen.count(q2.to_string())) pool.push_back(q2);
                     }
                 }
