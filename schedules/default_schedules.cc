@@ -38,8 +38,6 @@ VectorTile vector_tile(int extent, int vector_width, int max_vectors) {
 // Output rows per parallel task (parallel_rows, at most the image).
 int task_rows(const ScheduleParams &p, const LayerSpec &s) { return std::max(1, std::min(p.parallel_rows, s.out_h())); }
 
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
-
 // channel_blocks: the channel tile loop `co` (of `tiles` tiles, just outside the task's rows)
 // is split into blocks, and each parallel task `t` is one block of one row block of one image.
 // `inner` are the output's loops inside `co`, innermost first.
@@ -126,7 +124,7 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
         .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
         .reorder(ci, xi, xo, co, yi, yo, a.n);
     if (channel_tiles_outer) a.output.reorder(ci, xi, xo, yi, co, yo, a.n);
-    if (channel_tiles_outer && p.channel_blocks > 1) {
+    if (channel_tiles_outer && channel_blocks_of(s, p) > 1) {
         split_channel_tiles_into_tasks(a, p, co, ceil_div(s.c2, tc.size), {ci, xi, xo, yi}, yo, t);
     } else {
         a.output.fuse(yo, a.n, t);
@@ -306,7 +304,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         // tile's weights are reused across those rows (the task's depthwise rows are then
         // all computed first, see below).
         if (p.depthwise_per_task) a.output.reorder(xi, ci, yr, xo, yi, co, yo, a.n);
-        if (p.depthwise_per_task && p.channel_blocks > 1) {
+        if (channel_blocks_of(s, p) > 1) {
             split_channel_tiles_into_tasks(a, p, co, ceil_div(s.c2, tc), {xi, ci, yr, xo, yi}, yo, t);
         } else {
             a.output.fuse(yo, a.n, t);

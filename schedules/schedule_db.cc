@@ -104,7 +104,7 @@ ScheduleParams adapt(ScheduleParams p, const LayerSpec &spec) {
     const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
     if (!grouped_nchw) p.parallel_channels = 0;
     if (spec.kind == LayerKind::Conv) p.depthwise_per_task = 0;
-    if (!p.depthwise_per_task) p.channel_blocks = 1;
+    if (!channel_blocks_apply(spec, p)) p.channel_blocks = 1;
     const int group_out = spec.kind == LayerKind::Conv ? spec.c2 / spec.g : spec.c2;
     while (p.tile_rows > 1 && grouped_nchw && !p.vectorize_channels && group_out % p.tile_rows != 0) --p.tile_rows;
     p.parallel_rows = std::max(1, std::min(p.parallel_rows, spec.out_h() * spec.n));
@@ -119,9 +119,9 @@ bool ensure_parallel_tasks(ScheduleParams &p, const LayerSpec &spec, int threads
     if (!p.autoscheduler.empty() || p.parallel_channels || threads <= 1) return false;
     const int rows = spec.out_h();
     const int wanted = 2 * threads;
-    auto tasks = [&](int per_task) { return ((rows + per_task - 1) / per_task) * spec.n * std::max(1, p.channel_blocks); };
+    const int per_image = spec.n * channel_blocks_of(spec, p);  // tasks a row block gives
+    auto tasks = [&](int per_task) { return ceil_div(rows, per_task) * per_image; };
     if (tasks(p.parallel_rows) >= wanted) return false;
-    const int per_image = spec.n * std::max(1, p.channel_blocks);  // tasks a row block gives
     const int images_short = (wanted + per_image - 1) / per_image;  // row blocks each image must provide
     int per_task = std::max(1, rows / images_short);
     if (p.tile_y > 1 && per_task >= p.tile_y) per_task -= per_task % p.tile_y;

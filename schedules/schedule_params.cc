@@ -84,9 +84,9 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
     return p;
 }
 
-namespace {
-
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+namespace {
 
 // Elements computed along a dimension of `extent` split into tiles of `tile` with ShiftInwards
 // (the last tile is shifted back, so work is repeated rather than guarded).
@@ -97,6 +97,15 @@ int computed_extent(int extent, int tile) { return extent < tile ? extent : ceil
 bool flat_rows_supported(const LayerSpec &spec) {
     if (spec.layout != Layout::NCHW) return false;
     return spec.kind == LayerKind::DepthwisePointwise || (spec.k == 1 && spec.s == 1 && spec.p == 0 && spec.g == 1);
+}
+
+bool channel_blocks_apply(const LayerSpec &spec, const ScheduleParams &params) {
+    const bool flat_along_x = spec.layout == Layout::NCHW && !params.vectorize_channels && params.flat_rows;
+    return spec.kind == LayerKind::DepthwisePointwise && params.depthwise_per_task && !flat_along_x;
+}
+
+int channel_blocks_of(const LayerSpec &spec, const ScheduleParams &params) {
+    return channel_blocks_apply(spec, params) ? std::max(1, params.channel_blocks) : 1;
 }
 
 bool channel_vectorization_supported(const LayerSpec &spec) {

@@ -76,6 +76,15 @@ bool channel_vectorization_supported(const LayerSpec &spec);
 // pointwise, or a 1x1 stride-1 unpadded dense conv).
 bool flat_rows_supported(const LayerSpec &spec);
 
+// Whether channel_blocks splits the parallel tasks: dwconv with dw_per_task, along channels or
+// along x without flat_rows (the channel tiles dw_per_task puts outside a task's rows).
+bool channel_blocks_apply(const LayerSpec &spec, const ScheduleParams &params);
+
+// Parallel tasks per row block of one image: channel_blocks where it applies, else 1.
+int channel_blocks_of(const LayerSpec &spec, const ScheduleParams &params);
+
+int ceil_div(int a, int b);
+
 // Default parameters chosen from the spec and ISA family (no layer names, only sizes).
 ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa);
 

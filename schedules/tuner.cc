@@ -83,11 +83,6 @@ bool evaluate(const std::shared_ptr<const Kernel> &kernel, const LayerBench &b, 
     return true;
 }
 
-// channel_blocks splits the channel tiles that dw_per_task puts outside a task's rows.
-bool channel_blocks_apply(const ScheduleParams &q, const LayerSpec &spec) {
-    return spec.kind == LayerKind::DepthwisePointwise && q.depthwise_per_task && !(spec.layout == Layout::NCHW && !q.vectorize_channels && q.flat_rows);
-}
-
 int register_count(IsaFamily isa) { return (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 16 : 32; }
 
 // The neighbours of `p` in the template space: one knob changed.
@@ -101,7 +96,7 @@ std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &
         // A flat tile's rows add pixels, not accumulators: up to 8 rows (a 7x7 image in one run).
         if (q.tile_y < 1 || q.tile_y > (q.flat_rows ? 8 : 4) || (q.tile_y > 1 && !rows_in_tile)) return;
         if (q.flat_rows && !(rows_in_tile && flat_rows_supported(spec))) return;
-        if (q.channel_blocks < 1 || q.channel_blocks > 8 || (q.channel_blocks > 1 && !channel_blocks_apply(q, spec))) return;
+        if (q.channel_blocks < 1 || q.channel_blocks > 8 || (q.channel_blocks > 1 && !channel_blocks_apply(spec, q))) return;
         // A flat tile's rows are one pixel run: its accumulators are tile_vectors x tile_rows.
         const int accumulators = q.tile_vectors * q.tile_rows * (q.flat_rows ? 1 : q.tile_y);
         if (accumulators > 2 * register_count(isa)) return;
@@ -190,7 +185,7 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     q.depthwise_per_task = spec.kind == LayerKind::DepthwisePointwise ? uniform(0, 1) : 0;
     q.flat_rows = rows_in_tile && flat_rows_supported(spec) ? uniform(0, 1) : 0;
     q.channel_blocks = 1;
-    if (channel_blocks_apply(q, spec)) q.channel_blocks = 1 << uniform(0, 2);
+    if (channel_blocks_apply(spec, q)) q.channel_blocks = 1 << uniform(0, 2);
     return q;
 }
 
