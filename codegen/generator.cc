@@ -154,6 +154,16 @@ std::string c_string(const std::string &s) {
     return out + "\"";
 }
 
+// A C++ expression for `l` in the generated registration source.
+std::string weight_layout_cpp(const WeightLayout &l) {
+    switch (l.order) {
+    case WeightLayout::Order::PyTorch: return "convgen::WeightLayout::PyTorch";
+    case WeightLayout::Order::ChannelsInnermost: return "convgen::WeightLayout::ChannelsInnermost";
+    case WeightLayout::Order::OutputBlocked: return "convgen::WeightLayout::output_blocked(" + std::to_string(l.block) + ")";
+    }
+    throw Error("unknown weight layout");
+}
+
 int write_registry(const std::string &manifest_path, const std::string &out_path, const std::string &library) {
     if (!is_c_identifier(library)) throw Error("library name '" + library + "' is not a C identifier");
     std::ifstream manifest(manifest_path);
@@ -178,8 +188,7 @@ int write_registry(const std::string &manifest_path, const std::string &out_path
         decls << "extern \"C\" int " << f[0] << "_argv(void **args);\n";
         records << "    {" << c_string(spec.name) << ", " << c_string(spec.to_string()) << ",\n     " << c_string(target.to_string())
                 << ",\n     " << c_string(params.to_string()) << ",\n     " << c_string(source) << ",\n     "
-                << (layout == WeightLayout::ChannelsInnermost ? "convgen::WeightLayout::ChannelsInnermost"
-                                                             : "convgen::WeightLayout::PyTorch")
+                << weight_layout_cpp(layout)
                 << ", " << f[0] << "_argv},\n";
         ++count;
     }

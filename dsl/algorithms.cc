@@ -127,12 +127,17 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layou
         const int cig = spec.c1 / spec.g, cog = spec.c2 / spec.g;
         a.r = RDom(0, spec.k, 0, spec.k, 0, cig, "r");
         a.weight = inputs.weight.defined() ? inputs.weight : ImageParam(Float(32), 4, "weight");
-        if (co_inner) {
-            constrain_dense(a.weight, {spec.c2, cig, spec.k, spec.k});
-        } else {
-            constrain_dense(a.weight, {spec.k, spec.k, cig, spec.c2});
+        constrain_dense(a.weight, weight_extents(spec, weight_layout));
+        Expr w;
+        switch (weight_layout.order) {
+        case WeightLayout::Order::PyTorch: w = a.weight(a.r.x, a.r.y, a.r.z, c); break;
+        case WeightLayout::Order::ChannelsInnermost: w = a.weight(c, a.r.z, a.r.x, a.r.y); break;
+        case WeightLayout::Order::OutputBlocked: {
+            const int b = weight_layout.block;
+            w = a.weight(c % b, a.r.y * spec.k + a.r.x, a.r.z, c / b);
+            break;
         }
-        Expr w = co_inner ? a.weight(c, a.r.z, a.r.x, a.r.y) : a.weight(a.r.x, a.r.y, a.r.z, c);
+        }
         a.bias = inputs.bias.defined() ? inputs.bias : ImageParam(Float(32), 1, "bias");
         constrain_dense(a.bias, {spec.c2});
 
@@ -142,19 +147,11 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layou
         a.def(a.output) = activation_expr(spec.act, a.at(a.conv, c, x, y, n), spec.alpha);
     } else {
         a.weight = inputs.weight.defined() ? inputs.weight : ImageParam(Float(32), 3, "dw_weight");
-        if (co_inner) {
-            constrain_dense(a.weight, {spec.c1, spec.k, spec.k});
-        } else {
-            constrain_dense(a.weight, {spec.k, spec.k, spec.c1});
-        }
+        constrain_dense(a.weight, weight_extents(spec, weight_layout));
         a.bias = inputs.bias.defined() ? inputs.bias : ImageParam(Float(32), 1, "dw_bias");
         constrain_dense(a.bias, {spec.c1});
         a.pw_weight = inputs.pw_weight.defined() ? inputs.pw_weight : ImageParam(Float(32), 2, "pw_weight");
-        if (co_inner) {
-            constrain_dense(a.pw_weight, {spec.c2, spec.c1});
-        } else {
-            constrain_dense(a.pw_weight, {spec.c1, spec.c2});
-        }
+        constrain_dense(a.pw_weight, pw_weight_extents(spec, weight_layout));
         a.pw_bias = inputs.pw_bias.defined() ? inputs.pw_bias : ImageParam(Float(32), 1, "pw_bias");
         constrain_dense(a.pw_bias, {spec.c2});
 
@@ -166,7 +163,16 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layou
 
         a.r_pw = RDom(0, spec.c1, "r_pw");
         a.def(a.pointwise) = a.pw_bias(c);
-        Expr pw_w = co_inner ? a.pw_weight(c, a.r_pw.x) : a.pw_weight(a.r_pw.x, c);
+        Expr pw_w;
+        switch (weight_layout.order) {
+        case WeightLayout::Order::PyTorch: pw_w = a.pw_weight(a.r_pw.x, c); break;
+        case WeightLayout::Order::ChannelsInnermost: pw_w = a.pw_weight(c, a.r_pw.x); break;
+        case WeightLayout::Order::OutputBlocked: {
+            const int b = weight_layout.block;
+            pw_w = a.pw_weight(a.r_pw.x * b + c % b, c / b);
+            break;
+        }
+        }
         a.def(a.pointwise) += pw_w * a.at(a.depthwise, a.r_pw.x, x, y, n);
         a.def(a.output) = activation_expr(spec.act, a.at(a.pointwise, c, x, y, n), spec.alpha);
     }

@@ -15,7 +15,8 @@ namespace convgen {
 //   dwconv: input, dw_weight, dw_bias, pw_weight, pw_bias, output
 // Weights are BN-folded, in the kernel's WeightLayout (dsl/weight_layout.h): PyTorch's order, conv
 // [c2][c1/g][k][k] (Halide dims kx, ky, ci, co), depthwise [c1][k][k] (kx, ky, c), pointwise [c2][c1]
-// (ci, co); or output channels innermost (Halide dims co first). Biases are [c].
+// (ci, co); or output channels innermost (Halide dims co first); or in output channel blocks (see
+// weight_extents / pw_weight_extents for the Halide dims). Biases are [c].
 struct LayerAlgorithm {
     LayerSpec spec;
     WeightLayout weight_layout = WeightLayout::PyTorch;

@@ -61,26 +61,31 @@ void Kernel::run(const Tensor &input, const PackedWeights &weights, Tensor &outp
         throw Error(std::string("weights are packed as ") + weight_layout_name(weights.layout) + " but the kernel takes " +
                     weight_layout_name(info_.weight_layout) + " (use Kernel::pack)");
     }
-    const bool co_inner = info_.weight_layout == WeightLayout::ChannelsInnermost;
+    auto count = [](const std::vector<int> &extents) {
+        int64_t n = 1;
+        for (int e : extents) n *= e;
+        return n;
+    };
+    const std::vector<int> w_extents = weight_extents(s, info_.weight_layout);
     DenseBuffer in(input.data.data(), activation_extents(s, s.c1, s.h, s.w));
     DenseBuffer out(output.data.data(), activation_extents(s, s.c2, s.out_h(), s.out_w()));
     int rc = 0;
     if (s.kind == LayerKind::Conv) {
-        check_size("weight", weights.weight.size(), int64_t(s.c2) * (s.c1 / s.g) * s.k * s.k);
+        check_size("weight", weights.weight.size(), count(w_extents));
         check_size("bias", weights.bias.size(), s.c2);
-        DenseBuffer w(weights.weight.data(), co_inner ? std::vector<int>{s.c2, s.c1 / s.g, s.k, s.k}
-                                                      : std::vector<int>{s.k, s.k, s.c1 / s.g, s.c2});
+        DenseBuffer w(weights.weight.data(), w_extents);
         DenseBuffer b(weights.bias.data(), {s.c2});
         void *args[] = {&in.buf, &w.buf, &b.buf, &out.buf};
         rc = entry_(args);
     } else {
-        check_size("depthwise weight", weights.weight.size(), int64_t(s.c1) * s.k * s.k);
+        const std::vector<int> pw_extents = pw_weight_extents(s, info_.weight_layout);
+        check_size("depthwise weight", weights.weight.size(), count(w_extents));
         check_size("depthwise bias", weights.bias.size(), s.c1);
-        check_size("pointwise weight", weights.pw_weight.size(), int64_t(s.c2) * s.c1);
+        check_size("pointwise weight", weights.pw_weight.size(), count(pw_extents));
         check_size("pointwise bias", weights.pw_bias.size(), s.c2);
-        DenseBuffer w(weights.weight.data(), co_inner ? std::vector<int>{s.c1, s.k, s.k} : std::vector<int>{s.k, s.k, s.c1});
+        DenseBuffer w(weights.weight.data(), w_extents);
         DenseBuffer b(weights.bias.data(), {s.c1});
-        DenseBuffer pw(weights.pw_weight.data(), co_inner ? std::vector<int>{s.c2, s.c1} : std::vector<int>{s.c1, s.c2});
+        DenseBuffer pw(weights.pw_weight.data(), pw_extents);
         DenseBuffer pb(weights.pw_bias.data(), {s.c2});
         void *args[] = {&in.buf, &w.buf, &b.buf, &pw.buf, &pb.buf, &out.buf};
         rc = entry_(args);

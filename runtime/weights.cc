@@ -231,6 +231,27 @@ PackedWeights pack_weights(const LayerSpec &spec, const FoldedWeights &folded, W
         packed.pw_weight = folded.pw_weight;
         return packed;
     }
+    if (layout.order == WeightLayout::Order::OutputBlocked) {
+        // [c2][inner] -> [c2/B][inner][B], zeros for the channels past c2 in the last block.
+        auto block_outer = [&](const std::vector<float> &src, size_t inner, const char *what) {
+            if (src.size() != size_t(spec.c2) * inner) {
+                throw Error(std::string("pack_weights: ") + what + " has " + std::to_string(src.size()) +
+                            " elements, expected " + std::to_string(size_t(spec.c2) * inner));
+            }
+            const size_t b = size_t(layout.block);
+            std::vector<float> dst(size_t(output_blocks(spec, layout)) * inner * b, 0.0f);
+            for (size_t o = 0; o < size_t(spec.c2); ++o)
+                for (size_t i = 0; i < inner; ++i) dst[((o / b) * inner + i) * b + o % b] = src[o * inner + i];
+            return dst;
+        };
+        if (spec.kind == LayerKind::Conv) {
+            packed.weight = block_outer(folded.weight, size_t(spec.c1 / spec.g) * spec.k * spec.k, "conv weight");
+        } else {
+            packed.weight = folded.weight;
+            packed.pw_weight = block_outer(folded.pw_weight, size_t(spec.c1), "pointwise weight");
+        }
+        return packed;
+    }
     // Moves the outermost (output channel) index innermost: [outer][inner] -> [inner][outer].
     auto transpose = [](const std::vector<float> &src, size_t outer, size_t inner) {
         if (src.size() != outer * inner) throw Error("pack_weights: weight has " + std::to_string(src.size()) +

@@ -117,7 +117,10 @@ bool channel_vectorization_supported(const LayerSpec &spec) {
 WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &params) {
     if (!params.autoscheduler.empty()) return WeightLayout::PyTorch;
     const bool channels = spec.layout == Layout::NHWC || (params.vectorize_channels && channel_vectorization_supported(spec));
-    return channels ? WeightLayout::ChannelsInnermost : WeightLayout::PyTorch;
+    if (channels) return WeightLayout::ChannelsInnermost;
+    // NCHW along x: the register tile broadcasts min(tile_rows, c2) output channels' weights per
+    // reduction step (every NCHW template tiles channels so), side by side in this layout.
+    return WeightLayout::output_blocked(std::min(params.tile_rows, spec.c2));
 }
 
 ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {

@@ -134,6 +134,41 @@ TEST(Jit, WrongWeightSizeIsAClearError) {
     EXPECT_THROW(k.kernel->run(random_input(spec, 1), w), Error);
 }
 
+TEST(Jit, WeightLayoutFollowsTheScheduleAndIsChecked) {
+    // NCHW along x: the register tile's output channels are packed side by side.
+    const LayerSpec spec = parse_layer_spec("conv c1=6 c2=10 h=9 w=20 k=3 g=2");
+    ScheduleParams p;
+    p.tile_rows = 4;
+    EXPECT_EQ(weight_layout_for(spec, p), WeightLayout::output_blocked(4));
+    p.tile_rows = 16;  // at most c2
+    EXPECT_EQ(weight_layout_for(spec, p), WeightLayout::output_blocked(10));
+    p.tile_rows = 1;
+    EXPECT_EQ(weight_layout_for(spec, p), WeightLayout::PyTorch);
+    ScheduleParams channels;
+    channels.vectorize_channels = 1;
+    EXPECT_EQ(weight_layout_for(parse_layer_spec("conv c1=6 c2=10 h=9 w=20 k=3"), channels), WeightLayout::ChannelsInnermost);
+
+    CompileOptions o;
+    o.has_schedule = true;
+    o.schedule.tile_rows = 4;
+    auto k = jit_compile(spec, o);
+    EXPECT_EQ(k.kernel->info().weight_layout, WeightLayout::output_blocked(4));
+    EXPECT_NE(explain(spec, o).find("output_blocked4 layout"), std::string::npos);
+    const FoldedWeights folded = fold_batchnorm(spec, random_raw_weights(spec, 5));
+    const Tensor input = random_input(spec, 6);
+    double err = 0, limit = 0;
+    EXPECT_TRUE(within_tolerance(reference_forward(spec, random_raw_weights(spec, 5), input), k.kernel->run(input, k.kernel->pack(folded)),
+                                 &err, &limit))
+        << err << " > " << limit;
+    // Weights packed for another layout are refused with the layout named.
+    try {
+        k.kernel->run(input, pack_weights(spec, folded, WeightLayout::PyTorch));
+        ADD_FAILURE() << "PyTorch-ordered weights were accepted by an output_blocked4 kernel";
+    } catch (const Error &e) {
+        EXPECT_NE(std::string(e.what()).find("output_blocked4"), std::string::npos) << e.what();
+    }
+}
+
 TEST(Jit, ExplainShowsFusedDepthwiseInsideTheRowLoop) {
     std::string text = explain(parse_layer_spec("dwconv c1=32 c2=64 h=16 w=16 k=3"));
     EXPECT_NE(text.find("spec:     dwconv n=1 c1=32"), std::string::npos);

@@ -404,6 +404,41 @@ TEST(Reference, FoldedWeightsGiveTheSameResult) {
     EXPECT_LT(err, 1e-5);
 }
 
+TEST(Reference, OutputBlockedPackingPutsABlocksChannelsSideBySide) {
+    // conv c2=5 in blocks of 2: [3 blocks][c1/g * k * k][2], the sixth channel zero.
+    LayerSpec s = conv(6, 5, 4, 4, 3, 1, 1, 1);
+    FoldedWeights f;
+    const size_t inner = 6 * 3 * 3;
+    for (size_t o = 0; o < 5; ++o)
+        for (size_t i = 0; i < inner; ++i) f.weight.push_back(float(o * 1000 + i + 1));
+    f.bias.assign(5, 0.0f);
+    const PackedWeights p = pack_weights(s, f, WeightLayout::output_blocked(2));
+    EXPECT_EQ(weight_layout_name(p.layout), "output_blocked2");
+    ASSERT_EQ(p.weight.size(), 3 * inner * 2);
+    EXPECT_EQ(weight_extents(s, p.layout), (std::vector<int>{2, 9, 6, 3}));
+    for (size_t o = 0; o < 6; ++o)
+        for (size_t i = 0; i < inner; ++i) {
+            const float want = o < 5 ? float(o * 1000 + i + 1) : 0.0f;
+            ASSERT_EQ(p.weight[((o / 2) * inner + i) * 2 + o % 2], want) << "channel " << o << " element " << i;
+        }
+    // A block of one channel is PyTorch's order.
+    EXPECT_EQ(WeightLayout::output_blocked(1), WeightLayout::PyTorch);
+
+    // dwconv: the pointwise weight is blocked ([c2/B][c1][B]), the depthwise weight is not.
+    LayerSpec d = parse_layer_spec("dwconv c1=3 c2=4 h=5 w=5 k=3");
+    FoldedWeights fd = fold_batchnorm(d, random_raw_weights(d, 3));
+    const PackedWeights pd = pack_weights(d, fd, WeightLayout::output_blocked(3));
+    EXPECT_EQ(pd.weight, fd.weight);
+    ASSERT_EQ(pd.pw_weight.size(), size_t(2 * 3 * 3));
+    EXPECT_EQ(pw_weight_extents(d, pd.layout), (std::vector<int>{9, 2}));
+    for (int o = 0; o < 6; ++o)
+        for (int i = 0; i < 3; ++i) EXPECT_EQ(pd.pw_weight[((o / 3) * 3 + i) * 3 + o % 3], o < 4 ? fd.pw_weight[o * 3 + i] : 0.0f);
+
+    // Weights of the wrong size are refused, not read past their end.
+    f.weight.pop_back();
+    EXPECT_THROW(pack_weights(s, f, WeightLayout::output_blocked(2)), Error);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Errors and helpers
 
