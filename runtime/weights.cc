@@ -222,13 +222,14 @@ RawWeights random_raw_weights(const LayerSpec &spec, unsigned seed) {
 }
 
 PackedWeights pack_weights(const LayerSpec &spec, const FoldedWeights &folded, WeightLayout layout) {
+    auto aligned = [](const std::vector<float> &v) { return AlignedFloats(v.begin(), v.end()); };
     PackedWeights packed;
     packed.layout = layout;
-    packed.bias = folded.bias;
-    packed.pw_bias = folded.pw_bias;
+    packed.bias = aligned(folded.bias);
+    packed.pw_bias = aligned(folded.pw_bias);
     if (layout == WeightLayout::PyTorch) {
-        packed.weight = folded.weight;
-        packed.pw_weight = folded.pw_weight;
+        packed.weight = aligned(folded.weight);
+        packed.pw_weight = aligned(folded.pw_weight);
         return packed;
     }
     if (layout.order == WeightLayout::Order::OutputBlocked) {
@@ -239,7 +240,7 @@ PackedWeights pack_weights(const LayerSpec &spec, const FoldedWeights &folded, W
                             " elements, expected " + std::to_string(size_t(spec.c2) * inner));
             }
             const size_t b = size_t(layout.block);
-            std::vector<float> dst(size_t(output_blocks(spec, layout)) * inner * b, 0.0f);
+            AlignedFloats dst(size_t(output_blocks(spec, layout)) * inner * b, 0.0f);
             for (size_t o = 0; o < size_t(spec.c2); ++o)
                 for (size_t i = 0; i < inner; ++i) dst[((o / b) * inner + i) * b + o % b] = src[o * inner + i];
             return dst;
@@ -247,7 +248,7 @@ PackedWeights pack_weights(const LayerSpec &spec, const FoldedWeights &folded, W
         if (spec.kind == LayerKind::Conv) {
             packed.weight = block_outer(folded.weight, size_t(spec.c1 / spec.g) * spec.k * spec.k, "conv weight");
         } else {
-            packed.weight = folded.weight;
+            packed.weight = aligned(folded.weight);
             packed.pw_weight = block_outer(folded.pw_weight, size_t(spec.c1), "pointwise weight");
         }
         return packed;
@@ -256,7 +257,7 @@ PackedWeights pack_weights(const LayerSpec &spec, const FoldedWeights &folded, W
     auto transpose = [](const std::vector<float> &src, size_t outer, size_t inner) {
         if (src.size() != outer * inner) throw Error("pack_weights: weight has " + std::to_string(src.size()) +
                                                      " elements, expected " + std::to_string(outer * inner));
-        std::vector<float> dst(src.size());
+        AlignedFloats dst(src.size());
         for (size_t o = 0; o < outer; ++o)
             for (size_t i = 0; i < inner; ++i) dst[i * outer + o] = src[o * inner + i];
         return dst;

@@ -277,7 +277,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         // Each depthwise value is broadcast to a few output channel vectors. Per task, channel
         // tiles outermost: a big pointwise weight matrix is then read once per task, not per row.
         tile_along_channels(a, p, a.pointwise, {rp}, yi, t, p.depthwise_per_task);
-        if (p.depthwise_per_task) {
+        if (p.depthwise_per_task && a.weight_layout == WeightLayout::ChannelsInnermost) {
             // The tile's weights, packed contiguously once per channel tile: read in a row of
             // c2 floats they are a few vectors every c2*4 bytes, which the prefetchers serve badly.
             Var co("co");

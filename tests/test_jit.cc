@@ -147,6 +147,15 @@ TEST(Jit, WeightLayoutFollowsTheScheduleAndIsChecked) {
     ScheduleParams channels;
     channels.vectorize_channels = 1;
     EXPECT_EQ(weight_layout_for(parse_layer_spec("conv c1=6 c2=10 h=9 w=20 k=3"), channels), WeightLayout::ChannelsInnermost);
+    // Along channels, blocks of the register tile's channels when the tile divides c2.
+    channels.vector_width = 8;
+    channels.tile_vectors = 2;
+    const LayerSpec c32 = parse_layer_spec("dwconv c1=6 c2=32 h=9 w=20 k=3");
+    EXPECT_EQ(weight_layout_for(c32, channels), WeightLayout::output_blocked(16));
+    channels.tile_vectors = 4;  // one tile holds all channels
+    EXPECT_EQ(weight_layout_for(c32, channels), WeightLayout::ChannelsInnermost);
+    channels.tile_vectors = 3;  // 24 does not divide 32
+    EXPECT_EQ(weight_layout_for(c32, channels), WeightLayout::ChannelsInnermost);
 
     CompileOptions o;
     o.has_schedule = true;

@@ -246,6 +246,21 @@ std::vector<ScheduleCase> schedule_cases() {
                     p.vectorize_channels = 1;
                     cases.push_back({s, p});
                 }
+    // Along channels with weights in blocks of the channel tile (tiles that divide c2): dense and
+    // 1x1 convs, dwconv with the depthwise per row and per task (with channel blocks), NHWC.
+    for (const char *s : {"conv c1=6 c2=24 h=9 w=5 k=3", "conv c1=5 c2=32 h=6 w=7 k=1 p=0 act=silu",
+                          "dwconv c1=11 c2=32 h=7 w=6 k=3", "dwconv c1=6 c2=16 h=5 w=9 k=3 s=2 layout=nhwc act=relu"})
+        for (int variant = 0; variant < 3; ++variant) {
+            ScheduleParams p;
+            p.vector_width = variant == 2 ? 4 : 8;
+            p.tile_vectors = 1 + variant % 2;
+            p.tile_rows = 3;
+            p.parallel_rows = 1 + variant;
+            p.vectorize_channels = 1;
+            p.depthwise_per_task = variant > 0 && std::string(s).rfind("dwconv", 0) == 0;
+            p.channel_blocks = variant == 2 ? 2 : 1;
+            cases.push_back({s, p});
+        }
     return cases;
 }
 

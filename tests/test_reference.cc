@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -428,7 +429,11 @@ TEST(Reference, OutputBlockedPackingPutsABlocksChannelsSideBySide) {
     LayerSpec d = parse_layer_spec("dwconv c1=3 c2=4 h=5 w=5 k=3");
     FoldedWeights fd = fold_batchnorm(d, random_raw_weights(d, 3));
     const PackedWeights pd = pack_weights(d, fd, WeightLayout::output_blocked(3));
-    EXPECT_EQ(pd.weight, fd.weight);
+    EXPECT_EQ(std::vector<float>(pd.weight.begin(), pd.weight.end()), fd.weight);
+    // Packed weights start on a cache line, so that a kernel's whole-vector loads of them do not
+    // straddle two.
+    for (const AlignedFloats *v : {&p.weight, &pd.weight, &pd.pw_weight, &pd.bias})
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(v->data()) % 64, 0u);
     ASSERT_EQ(pd.pw_weight.size(), size_t(2 * 3 * 3));
     EXPECT_EQ(pw_weight_extents(d, pd.layout), (std::vector<int>{9, 2}));
     for (int o = 0; o < 6; ++o)
