@@ -85,8 +85,51 @@ bool evaluate(const std::shared_ptr<const Kernel> &kernel, const LayerBench &b, 
 
 int register_count(IsaFamily isa) { return (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 16 : 32; }
 
-// The neighbours of `p` in the template space: one knob changed.
-std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &spec, IsaFamily isa, int threads) {
+// A random point of the template space (the vector width stays the ISA's).
+ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, IsaFamily isa, std::mt19937 &rng) {
+    auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+    ScheduleParams q = base;
+    const int registers = register_count(isa);
+    q.vectorize_channels = spec.layout == Layout::NCHW && channel_vectorization_supported(spec) ? uniform(0, 1) : 0;
+    const bool rows_in_tile = spec.layout == Layout::NCHW && !q.vectorize_channels;
+    do {
+        q.tile_vectors = uniform(1, 8);
+        q.tile_rows = uniform(1, 8);
+        q.tile_y = rows_in_tile ? uniform(1, 3) : 1;
+    } while (q.tile_vectors * q.tile_rows * q.tile_y + std::max(q.tile_vectors * q.tile_y, q.tile_rows) + 1 >
+             registers + registers / 2);
+    const int rows = std::max(1, spec.out_h() * spec.n);
+    q.parallel_rows = std::min(rows, 1 << uniform(0, 4));
+    const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
+    q.parallel_channels = grouped_nchw ? uniform(0, 1) : 0;
+    q.depthwise_per_task = spec.kind == LayerKind::DepthwisePointwise ? uniform(0, 1) : 0;
+    q.flat_rows = rows_in_tile && flat_rows_supported(spec) ? uniform(0, 1) : 0;
+    q.channel_blocks = 1;
+    if (channel_blocks_apply(spec, q)) q.channel_blocks = 1 << uniform(0, 2);
+    return q;
+}
+
+class Progress {
+public:
+    Progress(std::ostream &log, bool tty) : log_(log), tty_(tty) {}
+    void update(const std::string &line) {
+        if (tty_) {
+            log_ << "\r\033[K" << line << std::flush;
+        }
+    }
+    void event(const std::string &line) {
+        if (tty_) log_ << "\r\033[K";
+        log_ << line << "\n" << std::flush;
+    }
+
+private:
+    std::ostream &log_;
+    bool tty_;
+};
+
+}  // namespace
+
+std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const LayerSpec &spec, IsaFamily isa, int threads) {
     std::vector<ScheduleParams> out;
     // Rows in the register tile exist only in the NCHW template vectorised along x.
     const bool rows_in_tile = spec.layout == Layout::NCHW && !p.vectorize_channels;
@@ -165,49 +208,6 @@ std::vector<ScheduleParams> mutations(const ScheduleParams &p, const LayerSpec &
     return out;
 }
 
-// A random point of the template space (the vector width stays the ISA's).
-ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, IsaFamily isa, std::mt19937 &rng) {
-    auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-    ScheduleParams q = base;
-    const int registers = register_count(isa);
-    q.vectorize_channels = spec.layout == Layout::NCHW && channel_vectorization_supported(spec) ? uniform(0, 1) : 0;
-    const bool rows_in_tile = spec.layout == Layout::NCHW && !q.vectorize_channels;
-    do {
-        q.tile_vectors = uniform(1, 8);
-        q.tile_rows = uniform(1, 8);
-        q.tile_y = rows_in_tile ? uniform(1, 3) : 1;
-    } while (q.tile_vectors * q.tile_rows * q.tile_y + std::max(q.tile_vectors * q.tile_y, q.tile_rows) + 1 >
-             registers + registers / 2);
-    const int rows = std::max(1, spec.out_h() * spec.n);
-    q.parallel_rows = std::min(rows, 1 << uniform(0, 4));
-    const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
-    q.parallel_channels = grouped_nchw ? uniform(0, 1) : 0;
-    q.depthwise_per_task = spec.kind == LayerKind::DepthwisePointwise ? uniform(0, 1) : 0;
-    q.flat_rows = rows_in_tile && flat_rows_supported(spec) ? uniform(0, 1) : 0;
-    q.channel_blocks = 1;
-    if (channel_blocks_apply(spec, q)) q.channel_blocks = 1 << uniform(0, 2);
-    return q;
-}
-
-class Progress {
-public:
-    Progress(std::ostream &log, bool tty) : log_(log), tty_(tty) {}
-    void update(const std::string &line) {
-        if (tty_) {
-            log_ << "\r\033[K" << line << std::flush;
-        }
-    }
-    void event(const std::string &line) {
-        if (tty_) log_ << "\r\033[K";
-        log_ << line << "\n" << std::flush;
-    }
-
-private:
-    std::ostream &log_;
-    bool tty_;
-};
-
-}  // namespace
 
 double parse_duration(const std::string &text) {
     if (text.empty()) throw Error("duration is empty (e.g. 10m, 90s, 1h)");
@@ -387,7 +387,7 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
             const size_t parents = std::min<size_t>(ranked.size(), 4);
             std::vector<ScheduleParams> pool;
             for (size_t i = 0; i < parents; ++i) {
-                for (const auto &q : mutations(ranked[i]->params, spec, opt.isa, opt.threads)) {
+                for (const auto &q : schedule_mutations(ranked[i]->params, spec, opt.isa, opt.threads)) {
                     if (!seen.count(q.to_string())) {
                         // Mutations of better parents appear more often (rank-weighted).
                         for (size_t w = i; w < parents; ++w) pool.push_back(q);
@@ -395,8 +395,8 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
                 }
             }
             if (pool.empty()) {  // a local optimum: jump two steps from the best
-                for (const auto &q1 : mutations(ranked[0]->params, spec, opt.isa, opt.threads)) {
-                    for (const auto &q2 : mutations(q1, spec, opt.isa, opt.threads)) {
+                for (const auto &q1 : schedule_mutations(ranked[0]->params, spec, opt.isa, opt.threads)) {
+                    for (const auto &q2 : schedule_mutations(q1, spec, opt.isa, opt.threads)) {
                         if (!seen.count(q2.to_string())) pool.push_back(q2);
                     }
                 }

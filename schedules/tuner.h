@@ -44,6 +44,11 @@ struct LayerTuneResult {
     double seconds = 0;
 };
 
+// The neighbours of `p` in the template space the search mutates to: one knob changed, within
+// the register file and the templates' support for `spec`; with threads > 1 also row blocks that
+// split an image evenly between the threads.
+std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const LayerSpec &spec, IsaFamily isa, int threads);
+
 // The deterministic slice of `specs` that shard i of N tunes.
 std::vector<LayerSpec> shard_of(const std::vector<LayerSpec> &specs, int index, int count);
 

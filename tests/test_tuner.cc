@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -207,6 +208,40 @@ TEST(Tuner, DurationsAndShards) {
     EXPECT_EQ(total, specs.size());
     EXPECT_THROW(shard_of(specs, 3, 3), Error);
     EXPECT_THROW(shard_of(specs, 0, 0), Error);
+}
+
+TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
+    const LayerSpec spec = parse_layer_spec("dwconv c1=64 c2=64 h=28 w=28 k=3");
+    ScheduleParams p = heuristic_schedule(spec, IsaFamily::AVX512);
+    p.vectorize_channels = 0;
+    p.flat_rows = 0;
+    p.tile_vectors = 1;
+    p.tile_rows = 8;
+    p.tile_y = 2;
+    p.parallel_rows = 8;
+    auto rows_of = [&](int threads) {
+        std::set<int> rows;
+        for (const auto &q : schedule_mutations(p, spec, IsaFamily::AVX512, threads)) {
+            EXPECT_FALSE(q == p) << "a mutation changes something";
+            EXPECT_LE(q.tile_vectors * q.tile_rows * q.tile_y, 64) << q.to_string();
+            EXPECT_TRUE(q.tile_y == 1 || !q.vectorize_channels) << q.to_string();
+            EXPECT_TRUE(q.channel_blocks == 1 || channel_blocks_apply(spec, q)) << q.to_string();
+            EXPECT_GE(q.parallel_rows, 1);
+            EXPECT_LE(q.parallel_rows, spec.out_h());
+            rows.insert(q.parallel_rows);
+        }
+        return rows;
+    };
+    // One thread: halving and doubling only.
+    EXPECT_EQ(rows_of(1), (std::set<int>{4, 8, 16}));
+    // Two threads: also 14, 7, 5 and 4 rows (28 rows in 2, 4, 6 and 8 tasks), so no thread idles
+    // on a lone last task.
+    EXPECT_EQ(rows_of(2), (std::set<int>{4, 5, 7, 8, 14, 16}));
+    // Accumulators past twice the AVX-512 register file are never proposed.
+    p.tile_rows = 8;
+    p.tile_vectors = 4;
+    p.tile_y = 2;
+    for (const auto &q : schedule_mutations(p, spec, IsaFamily::AVX512, 1)) EXPECT_LE(q.tile_vectors * q.tile_rows * q.tile_y, 64);
 }
 
 // Tuning on the host, templates only (the autoschedulers take seconds per layer).
