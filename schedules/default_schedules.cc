@@ -116,7 +116,8 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
                          const Var &yi, const Var &t, bool channel_tiles_outer = false) {
     const LayerSpec &s = a.spec;
     Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo");
-    const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
+    const int tc_size = output_channel_tile(s, p);
+    const VectorTile tc{tc_size, std::min(p.vector_width, tc_size)};
     const int tx = std::min(p.tile_rows, s.out_w());
     const int rows = task_rows(p, s);
     a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
@@ -191,7 +192,7 @@ void tile_flat_rows(LayerAlgorithm &a, const ScheduleParams &p, Func acc, const 
     const int V = p.vector_width;
     const int rows = task_rows(p, s);
     const int ty = tile_y_for(p, rows);
-    const int tc = std::min(p.tile_rows, s.c2);
+    const int tc = output_channel_tile(s, p);
     Var yo("yo"), yi("yi"), yr("yr");
     a.output.split(a.y, yo, yi, rows, task_tail(ty))
         .split(yi, yt, yr, ty, TailStrategy::ShiftInwards)
@@ -229,7 +230,7 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
     Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo"), yi("yi"), t("t");
     RVar rx = a.r.x, ry = a.r.y, rc = a.r.z;
     const int rows = task_rows(p, s);
-    if (s.layout == Layout::NHWC || (p.vectorize_channels && channel_vectorization_supported(s))) {
+    if (along_channels(s, p)) {
         tile_along_channels(a, p, a.conv, {rx, ry, rc}, yi, t);
         stage_input(a, p, t);
     } else if (p.flat_rows && flat_rows_supported(s)) {
@@ -239,7 +240,7 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
     } else {
         // NCHW: vectorise along output x; the tile's output channels share each input vector load.
         const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
-        const int tc = std::min(p.tile_rows, s.c2);
+        const int tc = output_channel_tile(s, p);
         Var yt("yt"), yr("yr");
         a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
             .split(a.c, co, ci, tc, TailStrategy::ShiftInwards);
@@ -271,9 +272,9 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo"), yi("yi"), t("t"), dxo("dxo"), dxi("dxi");
     RVar rx = a.r.x, ry = a.r.y, rp = a.r_pw.x;
     const int rows = task_rows(p, s);
-    const bool along_channels = s.layout == Layout::NHWC || p.vectorize_channels;
+    const bool channels = along_channels(s, p);
     Var row_tile = yi;
-    if (along_channels) {
+    if (channels) {
         // Each depthwise value is broadcast to a few output channel vectors. Per task, channel
         // tiles outermost: a big pointwise weight matrix is then read once per task, not per row.
         tile_along_channels(a, p, a.pointwise, {rp}, yi, t, p.depthwise_per_task);
@@ -283,8 +284,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
             Var co("co");
             Func packed = a.pw_weight.in(a.pointwise);
             packed.compute_at(a.output, co);
-            const VectorTile tc = vector_tile(s.c2, p.vector_width, p.tile_vectors);
-            vectorize_tile(packed, packed.args()[0], tc.lanes, TailStrategy::GuardWithIf);
+            vectorize_tile(packed, packed.args()[0], std::min(p.vector_width, output_channel_tile(s, p)), TailStrategy::GuardWithIf);
         }
     } else if (p.flat_rows) {
         Var yt("yt");
@@ -292,7 +292,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         row_tile = yt;
     } else {
         const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);
-        const int tc = std::min(p.tile_rows, s.c2);
+        const int tc = output_channel_tile(s, p);
         const int ty = tile_y_for(p, rows);
         Var yr("yr");
         a.output.split(a.x, xo, xi, tx.size, TailStrategy::ShiftInwards)
@@ -317,7 +317,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
 
     // Per row tile (yi: tile_y rows in NCHW along x, one row otherwise) or per task.
     a.depthwise.compute_at(a.output, p.depthwise_per_task ? t : row_tile);
-    const bool round_up_rows = !along_channels && !p.flat_rows && round_up_short_rows(s, p);
+    const bool round_up_rows = !channels && !p.flat_rows && round_up_short_rows(s, p);
     if (round_up_rows) {
         // The pointwise accumulator reads whole vector rows of the depthwise result.
         a.depthwise.bound(a.x, 0, p.vector_width);

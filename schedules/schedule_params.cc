@@ -114,23 +114,32 @@ bool channel_vectorization_supported(const LayerSpec &spec) {
     return spec.kind == LayerKind::DepthwisePointwise || spec.g == 1;
 }
 
+bool along_channels(const LayerSpec &spec, const ScheduleParams &params) {
+    return spec.layout == Layout::NHWC || (params.vectorize_channels && channel_vectorization_supported(spec));
+}
+
+int output_channel_tile(const LayerSpec &spec, const ScheduleParams &params) {
+    if (!along_channels(spec, params)) return std::max(1, std::min(params.tile_rows, spec.c2));
+    const int vec = std::max(1, params.vector_width);
+    if (spec.c2 < vec) return spec.c2;
+    return vec * std::max(1, std::min(params.tile_vectors, spec.c2 / vec));
+}
+
 WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &params) {
     if (!params.autoscheduler.empty()) return WeightLayout::PyTorch;
-    const bool channels = spec.layout == Layout::NHWC || (params.vectorize_channels && channel_vectorization_supported(spec));
-    if (channels) {
-        // Vectorised along output channels, a register tile of `tile` channels loads its weights
-        // as vectors: in blocks of the tile they are one sequential stream per tile (mbv1_b13
-        // 1.21x, resnet_3x3 1.04x at 1 thread) instead of a few vectors every c2 floats. The
-        // blocks must line up with the tiles for the loads to stay dense vectors, so channel
-        // counts the tile does not divide keep channels innermost.
-        const int vec = std::max(1, params.vector_width);
-        const int tile = vec * std::max(1, std::min(params.tile_vectors, spec.c2 / vec));
-        if (spec.c2 >= vec && spec.c2 % tile == 0 && tile < spec.c2) return WeightLayout::output_blocked(tile);
+    const int tile = output_channel_tile(spec, params);
+    if (along_channels(spec, params)) {
+        // Vectorised along output channels, a register tile loads its weights as vectors: in
+        // blocks of the tile they are one sequential stream per tile (mbv1_b13 1.21x, resnet_3x3
+        // 1.04x at 1 thread) instead of a few vectors every c2 floats. The blocks must line up
+        // with the tiles for the loads to stay dense vectors, so channel counts the tile does not
+        // divide keep channels innermost.
+        if (spec.c2 % tile == 0 && tile < spec.c2) return WeightLayout::output_blocked(tile);
         return WeightLayout::ChannelsInnermost;
     }
-    // NCHW along x: the register tile broadcasts min(tile_rows, c2) output channels' weights per
-    // reduction step (every NCHW template tiles channels so), side by side in this layout.
-    return WeightLayout::output_blocked(std::min(params.tile_rows, spec.c2));
+    // Along x: the register tile broadcasts its channels' weights per reduction step, side by
+    // side in this layout.
+    return WeightLayout::output_blocked(tile);
 }
 
 ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {

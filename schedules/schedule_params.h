@@ -85,6 +85,15 @@ int channel_blocks_of(const LayerSpec &spec, const ScheduleParams &params);
 
 int ceil_div(int a, int b);
 
+// Whether the templates vectorise the output along channels (NHWC, or NCHW with
+// vectorize_channels where supported) rather than along x.
+bool along_channels(const LayerSpec &spec, const ScheduleParams &params);
+
+// Output channels in one register tile of the templates: along channels, whole channel vectors
+// (at most tile_vectors of them; all of c2 when it is under one vector); along x, tile_rows (at
+// most c2). The blocked weight layout is blocked by this, so both come from here.
+int output_channel_tile(const LayerSpec &spec, const ScheduleParams &params);
+
 // Default parameters chosen from the spec and ISA family (no layer names, only sizes).
 ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa);
 
