@@ -100,9 +100,9 @@ bool same_key(const ScheduleRecord &a, const ScheduleRecord &b) {
 // Adapts a neighbour's parameters to `spec` so that they stay within what its shape allows.
 ScheduleParams adapt(ScheduleParams p, const LayerSpec &spec) {
     if (!p.autoscheduler.empty()) return p;
-    if (!channel_vectorization_supported(spec)) p.vectorize_channels = 0;
+    if (!channel_vectorization_supported(spec, p.vector_width)) p.vectorize_channels = 0;
     const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
-    if (!grouped_nchw) p.parallel_channels = 0;
+    if (!grouped_nchw || along_channels(spec, p)) p.parallel_channels = 0;
     if (spec.kind == LayerKind::Conv) p.depthwise_per_task = 0;
     if (!channel_blocks_apply(spec, p)) p.channel_blocks = 1;
     const int group_out = spec.kind == LayerKind::Conv ? spec.c2 / spec.g : spec.c2;

@@ -108,21 +108,32 @@ int channel_blocks_of(const LayerSpec &spec, const ScheduleParams &params) {
     return channel_blocks_apply(spec, params) ? std::max(1, params.channel_blocks) : 1;
 }
 
-bool channel_vectorization_supported(const LayerSpec &spec) {
-    // Grouped convs would need a different input channel per lane (a gather); dense convs and the
-    // pointwise stage read one input value per pixel for all output channels.
-    return spec.kind == LayerKind::DepthwisePointwise || spec.g == 1;
+bool channel_vectorization_supported(const LayerSpec &spec, int vector_width) {
+    // Dense convs and the pointwise stage read one input value per pixel for all output channels.
+    // A grouped conv does too when a vector of output channels never straddles two groups (the
+    // group's output channels are whole vectors, and the tile is cut to divide them, see
+    // output_channel_tile); otherwise each lane would need another input channel (a gather).
+    if (spec.kind == LayerKind::DepthwisePointwise || spec.g == 1) return true;
+    const int vec = std::max(1, vector_width);
+    return (spec.c2 / spec.g) % vec == 0;
 }
 
 bool along_channels(const LayerSpec &spec, const ScheduleParams &params) {
-    return spec.layout == Layout::NHWC || (params.vectorize_channels && channel_vectorization_supported(spec));
+    return spec.layout == Layout::NHWC ||
+           (params.vectorize_channels && channel_vectorization_supported(spec, params.vector_width));
 }
 
 int output_channel_tile(const LayerSpec &spec, const ScheduleParams &params) {
     if (!along_channels(spec, params)) return std::max(1, std::min(params.tile_rows, spec.c2));
     const int vec = std::max(1, params.vector_width);
     if (spec.c2 < vec) return spec.c2;
-    return vec * std::max(1, std::min(params.tile_vectors, spec.c2 / vec));
+    int vectors = std::max(1, std::min(params.tile_vectors, spec.c2 / vec));
+    const int group_out = spec.kind == LayerKind::Conv ? spec.c2 / spec.g : spec.c2;
+    if (spec.kind == LayerKind::Conv && spec.g > 1 && group_out % vec == 0) {
+        // A tile within one group reads one input channel per reduction step for all its lanes.
+        while ((group_out / vec) % vectors != 0) --vectors;
+    }
+    return vec * vectors;
 }
 
 WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &params) {
@@ -158,6 +169,7 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     const int V = p.vector_width;
     const bool nchw = spec.layout == Layout::NCHW;
     const int group_out = spec.kind == LayerKind::Conv ? spec.c2 / spec.g : spec.c2;
+    const bool grouped_conv = spec.kind == LayerKind::Conv && spec.g > 1;
 
     // Scores one way of tiling: `vec_extent` is the vectorised dimension, `row_extent` the one
     // whose elements share each vector load; the operand reused across the unrolled tile is held
@@ -179,6 +191,8 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
                     // Grouped convs: a row tile inside one group shares its input loads.
                     if (rows_within_group && group_out % tr != 0) continue;
                     if (vec_extent >= V && tv > vec_extent / V) continue;
+                    // Grouped convs along channels: the channel tile divides the group's vectors.
+                    if (!rows_hold_registers && grouped_conv && group_out % V == 0 && (group_out / V) % tv != 0) continue;
                     const int tile_v = vec_extent < V ? vec_extent : V * tv;
                     const double useful = double(vec_extent) * row_extent * y_extent /
                                           (double(computed_extent(vec_extent, tile_v)) * computed_extent(row_extent, tr) *
@@ -196,10 +210,10 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
         return best;
     };
     if (nchw) {
-        const bool grouped = spec.kind == LayerKind::Conv && spec.g > 1;
-        const Choice along_x = best_tile(spec.out_w(), spec.c2, true, grouped, spec.out_h());
+        const Choice along_x = best_tile(spec.out_w(), spec.c2, true, grouped_conv, spec.out_h());
         Choice along_c;
-        if (channel_vectorization_supported(spec)) along_c = best_tile(spec.c2, spec.out_w(), false, false, 1);
+        if (channel_vectorization_supported(spec, p.vector_width))
+            along_c = best_tile(grouped_conv ? group_out : spec.c2, spec.out_w(), false, false, 1);
         // Channel mode stores NCHW output with scalar scatters and measured slower than the model
         // says on mbv1_b8/b13-like pointwise layers: ask for a clear win.
         const bool channels = along_c.score > 1.5 * along_x.score;
@@ -211,7 +225,7 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
         // channel tile over the whole image, staging just that group (measured 1.3-2x faster on
         // depthwise and 4-channel groups; slower once the staged group spills out of L2).
         const double group_bytes = 4.0 * (spec.c1 / spec.g) * (spec.h + 2.0 * spec.p) * (spec.w + 2.0 * spec.p);
-        if (!channels && grouped && group_bytes <= 56 * 1024) p.parallel_channels = 1;
+        if (!channels && grouped_conv && group_bytes <= 56 * 1024) p.parallel_channels = 1;
     } else {
         const Choice along_c = best_tile(spec.c2, spec.out_w(), false, false, 1);
         p.tile_vectors = along_c.tv;

@@ -28,7 +28,8 @@ struct ScheduleParams {
     // Parallel tasks per output: rows of output grouped into one task.
     int parallel_rows = 1;
     // NCHW only (NHWC always vectorises channels): 0 vectorises along output x, 1 along output
-    // channels (for small images, where rows are shorter than a few vectors).
+    // channels (for small images, where rows are shorter than a few vectors). Grouped convs can
+    // take 1 when each group has whole vectors of output channels (channel_vectorization_supported).
     int vectorize_channels = 0;
     // Grouped NCHW convs vectorised along x: 1 makes each parallel task one channel tile over the
     // whole image, staging only its group's input (small, cache-resident, and its loads overlap
@@ -69,8 +70,9 @@ const std::vector<std::string> &halide_autoschedulers();
 // schedule vectorises over them).
 WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &params);
 
-// Whether a spec supports vectorising NCHW output channels (dense conv or dwconv's pointwise).
-bool channel_vectorization_supported(const LayerSpec &spec);
+// Whether a spec supports vectorising NCHW output channels `vector_width` at a time: dense convs,
+// the dwconv's pointwise, and grouped convs whose groups have whole vectors of output channels.
+bool channel_vectorization_supported(const LayerSpec &spec, int vector_width);
 
 // Whether flat_rows applies: NCHW, and the reduced operand's rows are contiguous (the dwconv
 // pointwise, or a 1x1 stride-1 unpadded dense conv).

@@ -156,6 +156,24 @@ TEST(Jit, WeightLayoutFollowsTheScheduleAndIsChecked) {
     EXPECT_EQ(weight_layout_for(c32, channels), WeightLayout::ChannelsInnermost);
     channels.tile_vectors = 3;  // 24 does not divide 32
     EXPECT_EQ(weight_layout_for(c32, channels), WeightLayout::ChannelsInnermost);
+    // Grouped convs along channels only when a group holds whole vectors, with a tile that
+    // divides the group's vectors (6 vectors of 8 per group: 4 becomes 3), so no vector of
+    // output channels straddles two groups.
+    const LayerSpec g2 = parse_layer_spec("conv c1=16 c2=96 h=9 w=20 k=3 g=2");
+    channels.tile_vectors = 4;
+    EXPECT_TRUE(along_channels(g2, channels));
+    EXPECT_EQ(output_channel_tile(g2, channels), 24);
+    EXPECT_EQ(weight_layout_for(g2, channels), WeightLayout::output_blocked(24));
+    channels.tile_vectors = 5;
+    EXPECT_EQ(output_channel_tile(g2, channels), 24);
+    channels.tile_vectors = 2;
+    EXPECT_EQ(output_channel_tile(g2, channels), 16);
+    const LayerSpec g6 = parse_layer_spec("conv c1=12 c2=12 h=6 w=7 k=3 g=2");
+    EXPECT_FALSE(channel_vectorization_supported(g6, 8));
+    EXPECT_TRUE(channel_vectorization_supported(g6, 2));
+    EXPECT_FALSE(along_channels(g6, channels));
+    channels.tile_rows = 3;
+    EXPECT_EQ(weight_layout_for(g6, channels), WeightLayout::output_blocked(3));
 
     CompileOptions o;
     o.has_schedule = true;

@@ -261,6 +261,21 @@ std::vector<ScheduleCase> schedule_cases() {
             p.channel_blocks = variant == 2 ? 2 : 1;
             cases.push_back({s, p});
         }
+    // Grouped convs along channels (their groups hold whole vectors of output channels): tiles
+    // cut to divide the group's vectors (tile_vectors 3 of 2 or 4), strided, 1x1, rows shorter
+    // than the tile; and a group of 6 channels, which stays along x (a vector would straddle groups).
+    for (const char *s : {"conv c1=16 c2=32 h=9 w=11 k=3 g=2 act=relu", "conv c1=24 c2=48 h=11 w=9 k=3 s=2 g=3 act=silu",
+                          "conv c1=12 c2=24 h=5 w=9 k=1 p=0 g=3 act=leaky", "conv n=2 c1=8 c2=64 h=6 w=5 k=5 p=2 g=2",
+                          "conv c1=12 c2=12 h=6 w=7 k=3 g=2"})
+        for (int variant = 0; variant < 4; ++variant) {
+            ScheduleParams p;
+            p.vector_width = variant == 3 ? 16 : (variant == 2 ? 4 : 8);
+            p.tile_vectors = 1 + 2 * (variant % 2);
+            p.tile_rows = 2 + variant;
+            p.parallel_rows = 1 + variant;
+            p.vectorize_channels = 1;
+            cases.push_back({s, p});
+        }
     return cases;
 }
 

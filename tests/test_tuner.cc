@@ -242,6 +242,22 @@ TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
     p.tile_vectors = 4;
     p.tile_y = 2;
     for (const auto &q : schedule_mutations(p, spec, IsaFamily::AVX512, 1)) EXPECT_LE(q.tile_vectors * q.tile_rows * q.tile_y, 64);
+
+    // A grouped conv whose groups hold whole vectors may go along channels, and then never keeps
+    // channel tasks (an along-x schedule); one with 6 channels per group stays along x.
+    const LayerSpec grouped = parse_layer_spec("conv c1=64 c2=128 h=40 w=40 k=3 g=4");
+    ScheduleParams g = heuristic_schedule(grouped, IsaFamily::AVX512);
+    g.vectorize_channels = 0;
+    g.parallel_channels = 1;
+    bool went_along_channels = false;
+    for (const auto &q : schedule_mutations(g, grouped, IsaFamily::AVX512, 2)) {
+        if (q.vectorize_channels) went_along_channels = true;
+        EXPECT_TRUE(!q.vectorize_channels || !q.parallel_channels) << q.to_string();
+    }
+    EXPECT_TRUE(went_along_channels);
+    const LayerSpec six = parse_layer_spec("conv c1=12 c2=12 h=16 w=16 k=3 g=2");
+    for (const auto &q : schedule_mutations(heuristic_schedule(six, IsaFamily::AVX512), six, IsaFamily::AVX512, 1))
+        EXPECT_EQ(q.vectorize_channels, 0) << q.to_string();
 }
 
 // Tuning on the host, templates only (the autoschedulers take seconds per layer).
