@@ -100,7 +100,11 @@ bool same_key(const ScheduleRecord &a, const ScheduleRecord &b) {
 // Adapts a neighbour's parameters to `spec` so that they stay within what its shape allows.
 ScheduleParams adapt(ScheduleParams p, const LayerSpec &spec) {
     if (!p.autoscheduler.empty()) return p;
-    if (!channel_vectorization_supported(spec, p.vector_width)) p.vectorize_channels = 0;
+    if (p.vectorize_channels && !channel_vectorization_supported(spec, p.vector_width)) {
+        // Along x, tile_rows counts output channels instead of a row's pixels.
+        p.vectorize_channels = 0;
+        p.tile_rows = std::min(p.tile_rows, max_tile_rows(spec, p));
+    }
     const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
     if (!grouped_nchw || along_channels(spec, p)) p.parallel_channels = 0;
     if (spec.kind == LayerKind::Conv) p.depthwise_per_task = 0;

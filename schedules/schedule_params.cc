@@ -123,6 +123,8 @@ bool along_channels(const LayerSpec &spec, const ScheduleParams &params) {
            (params.vectorize_channels && channel_vectorization_supported(spec, params.vector_width));
 }
 
+int max_tile_rows(const LayerSpec &spec, const ScheduleParams &params) { return along_channels(spec, params) ? 16 : 8; }
+
 int output_channel_tile(const LayerSpec &spec, const ScheduleParams &params) {
     if (!along_channels(spec, params)) return std::max(1, std::min(params.tile_rows, spec.c2));
     const int vec = std::max(1, params.vector_width);

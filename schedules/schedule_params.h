@@ -91,6 +91,10 @@ int ceil_div(int a, int b);
 // vectorize_channels where supported) rather than along x.
 bool along_channels(const LayerSpec &spec, const ScheduleParams &params);
 
+// Largest tile_rows the tuner proposes: along x it counts output channels (up to 8), along
+// channels pixels of a row (up to 16, so that rows like 27 or 14 split into equal tiles).
+int max_tile_rows(const LayerSpec &spec, const ScheduleParams &params);
+
 // Output channels in one register tile of the templates: along channels, whole channel vectors
 // (at most tile_vectors of them; all of c2 when it is under one vector); along x, tile_rows (at
 // most c2). The blocked weight layout is blocked by this, so both come from here.

@@ -83,10 +83,6 @@ bool evaluate(const std::shared_ptr<const Kernel> &kernel, const LayerBench &b, 
     return true;
 }
 
-// tile_rows: output channels of an along-x tile (up to 8), or pixels of an along-channels one
-// (up to 16, so that rows like 27 or 14 split into equal tiles).
-int max_tile_rows(bool rows_are_channels) { return rows_are_channels ? 8 : 16; }
-
 int register_count(IsaFamily isa) { return (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 16 : 32; }
 
 // A random point of the template space (the vector width stays the ISA's).
@@ -98,7 +94,7 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     const bool rows_in_tile = spec.layout == Layout::NCHW && !q.vectorize_channels;
     do {
         q.tile_vectors = uniform(1, 8);
-        q.tile_rows = uniform(1, max_tile_rows(!along_channels(spec, q)));
+        q.tile_rows = uniform(1, max_tile_rows(spec, q));
         q.tile_y = rows_in_tile ? uniform(1, 3) : 1;
     } while (q.tile_vectors * q.tile_rows * q.tile_y + std::max(q.tile_vectors * q.tile_y, q.tile_rows) + 1 >
              registers + registers / 2);
@@ -140,7 +136,7 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
     auto add = [&](ScheduleParams q) {
         // Accumulators beyond twice the register file only spill: not worth a measurement. Along
         // channels tile_rows counts pixels of a row, where 9..16 can split a row evenly (27 = 3 x 9).
-        if (q.tile_vectors < 1 || q.tile_rows < 1 || q.tile_vectors > 8 || q.tile_rows > max_tile_rows(!along_channels(spec, q))) return;
+        if (q.tile_vectors < 1 || q.tile_rows < 1 || q.tile_vectors > 8 || q.tile_rows > max_tile_rows(spec, q)) return;
         // A flat tile's rows add pixels, not accumulators: up to 8 rows (a 7x7 image in one run).
         if (q.tile_y < 1 || q.tile_y > (q.flat_rows ? 8 : 4) || (q.tile_y > 1 && !rows_in_tile)) return;
         if (q.flat_rows && !(rows_in_tile && flat_rows_supported(spec))) return;
@@ -181,7 +177,7 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         q.vectorize_channels ^= 1;
         if (q.vectorize_channels) q.tile_y = 1;
         if (q.vectorize_channels) q.parallel_channels = 0;  // channel tasks are an along-x schedule
-        q.tile_rows = std::min(q.tile_rows, max_tile_rows(!along_channels(spec, q)));
+        q.tile_rows = std::min(q.tile_rows, max_tile_rows(spec, q));
         add(q);
     }
     if (grouped_nchw && !along_channels(spec, p)) {

@@ -156,6 +156,21 @@ TEST(ScheduleDb, LookupPrefersThisHostThenFallsBackThenNeighbours) {
     // Just inside 2x (c2 1.5x, pixels 1.3x the record's): still the neighbour.
     l = lookup_schedule(&db, "db.json", parse_layer_spec("conv c1=64 c2=96 h=64 w=64 k=3"), target, IsaFamily::AVX2, 1);
     EXPECT_EQ(l.source, ScheduleSource::Neighbour);
+    // A grouped neighbour vectorised along channels (groups of 4 vectors of 8) keeps that for a
+    // layer whose groups are whole vectors too, and goes along x, its pixel tile turned into a
+    // channel tile that divides the group (30 channels: 14 -> at most 8 -> 6), for one whose are not.
+    db.upsert(make_record("conv c1=128 c2=128 h=28 w=28 k=3 g=4",
+                          "vec=8 tile_vectors=2 tile_rows=14 parallel_rows=2 channels=1 channel_tasks=0 dw_per_task=0", 1.0,
+                          host_cpu_model()));
+    l = lookup_schedule(&db, "db.json", parse_layer_spec("conv c1=128 c2=128 h=24 w=24 k=3 g=4"), target, IsaFamily::AVX2, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Neighbour);
+    EXPECT_EQ(l.params.vectorize_channels, 1);
+    EXPECT_EQ(l.params.tile_rows, 14);
+    l = lookup_schedule(&db, "db.json", parse_layer_spec("conv c1=120 c2=120 h=28 w=28 k=3 g=4"), target, IsaFamily::AVX2, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Neighbour);
+    EXPECT_EQ(l.params.vectorize_channels, 0);
+    EXPECT_EQ(l.params.tile_rows, 6);
+    EXPECT_EQ(l.params.parallel_channels, 0);
     l = lookup_schedule(&db, "db.json", exact, "x86-64-linux-sse41", IsaFamily::Generic, 1);
     EXPECT_EQ(l.source, ScheduleSource::Heuristic);
     l = lookup_schedule(nullptr, "", exact, target, IsaFamily::AVX2, 1);
