@@ -37,6 +37,8 @@ struct LayerSpec {
     int out_h() const { return (h + 2 * p - k) / s + 1; }
     int out_w() const { return (w + 2 * p - k) / s + 1; }
     int out_channels() const { return c2; }
+    // Output channels of one group (all of c2 for dwconv, whose pointwise stage is dense).
+    int out_channels_per_group() const { return kind == LayerKind::Conv ? c2 / g : c2; }
     bool is_depthwise_conv() const { return kind == LayerKind::Conv && g == c1 && g == c2; }
 
     // Tensor shapes in the user's layout: NCHW -> [n,c,h,w], NHWC -> [n,h,w,c].

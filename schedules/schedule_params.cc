@@ -115,7 +115,7 @@ bool channel_vectorization_supported(const LayerSpec &spec, int vector_width) {
     // output_channel_tile); otherwise each lane would need another input channel (a gather).
     if (spec.kind == LayerKind::DepthwisePointwise || spec.g == 1) return true;
     const int vec = std::max(1, vector_width);
-    return (spec.c2 / spec.g) % vec == 0;
+    return spec.out_channels_per_group() % vec == 0;
 }
 
 bool along_channels(const LayerSpec &spec, const ScheduleParams &params) {
@@ -130,7 +130,7 @@ int output_channel_tile(const LayerSpec &spec, const ScheduleParams &params) {
     const int vec = std::max(1, params.vector_width);
     if (spec.c2 < vec) return spec.c2;
     int vectors = std::max(1, std::min(params.tile_vectors, spec.c2 / vec));
-    const int group_out = spec.kind == LayerKind::Conv ? spec.c2 / spec.g : spec.c2;
+    const int group_out = spec.out_channels_per_group();
     if (spec.kind == LayerKind::Conv && spec.g > 1 && group_out % vec == 0) {
         // A tile within one group reads one input channel per reduction step for all its lanes.
         while ((group_out / vec) % vectors != 0) --vectors;
@@ -170,7 +170,7 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     const int registers = (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 16 : 32;
     const int V = p.vector_width;
     const bool nchw = spec.layout == Layout::NCHW;
-    const int group_out = spec.kind == LayerKind::Conv ? spec.c2 / spec.g : spec.c2;
+    const int group_out = spec.out_channels_per_group();
     const bool grouped_conv = spec.kind == LayerKind::Conv && spec.g > 1;
 
     // Scores one way of tiling: `vec_extent` is the vectorised dimension, `row_extent` the one

@@ -91,7 +91,7 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     ScheduleParams q = base;
     const int registers = register_count(isa);
     q.vectorize_channels = spec.layout == Layout::NCHW && channel_vectorization_supported(spec, q.vector_width) ? uniform(0, 1) : 0;
-    const bool rows_in_tile = spec.layout == Layout::NCHW && !q.vectorize_channels;
+    const bool rows_in_tile = !along_channels(spec, q);  // the NCHW template along x
     do {
         q.tile_vectors = uniform(1, 8);
         q.tile_rows = uniform(1, max_tile_rows(spec, q));
@@ -132,7 +132,7 @@ private:
 std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const LayerSpec &spec, IsaFamily isa, int threads) {
     std::vector<ScheduleParams> out;
     // Rows in the register tile exist only in the NCHW template vectorised along x.
-    const bool rows_in_tile = spec.layout == Layout::NCHW && !p.vectorize_channels;
+    const bool rows_in_tile = !along_channels(spec, p);
     auto add = [&](ScheduleParams q) {
         // Accumulators beyond twice the register file only spill: not worth a measurement. Along
         // channels tile_rows counts pixels of a row, where 9..16 can split a row evenly (27 = 3 x 9).
