@@ -127,6 +127,16 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
     if (channel_tiles_outer) a.output.reorder(ci, xi, xo, yi, co, yo, a.n);
     if (channel_tiles_outer && channel_blocks_of(s, p) > 1) {
         split_channel_tiles_into_tasks(a, p, co, ceil_div(s.c2, tc.size), {ci, xi, xo, yi}, yo, t);
+    } else if (channel_blocks_of(s, p) > 1) {
+        // Conv: each task is one block of channel tiles over the task's rows (channel tiles
+        // still inside the rows). Tasks then balance where rows alone would not (27 rows in
+        // 2 tasks is 14 + 13), and a block within one group stages only that group's input.
+        const int tiles = ceil_div(s.c2, tc.size), blocks = std::min(p.channel_blocks, tiles);
+        Var cb("cb"), yb("yb");
+        a.output.split(co, cb, co, ceil_div(tiles, blocks), TailStrategy::GuardWithIf)
+            .reorder(ci, xi, xo, co, yi, yo, cb, a.n)
+            .fuse(yo, cb, yb)
+            .fuse(yb, a.n, t);
     } else {
         a.output.fuse(yo, a.n, t);
     }

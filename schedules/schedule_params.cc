@@ -101,7 +101,8 @@ bool flat_rows_supported(const LayerSpec &spec) {
 
 bool channel_blocks_apply(const LayerSpec &spec, const ScheduleParams &params) {
     const bool flat_along_x = spec.layout == Layout::NCHW && !params.vectorize_channels && params.flat_rows;
-    return spec.kind == LayerKind::DepthwisePointwise && params.depthwise_per_task && !flat_along_x;
+    if (spec.kind == LayerKind::Conv) return along_channels(spec, params);
+    return params.depthwise_per_task && !flat_along_x;
 }
 
 int channel_blocks_of(const LayerSpec &spec, const ScheduleParams &params) {
@@ -237,6 +238,14 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     // at least 8 tasks per core on 2-16 cores where the layer is big enough.
     const int tasks_wanted = 16;
     p.parallel_rows = std::max(1, std::min(8, spec.out_h() * spec.n / tasks_wanted));
+    if (grouped_conv && along_channels(spec, p) && channel_vectorization_supported(spec, V)) {
+        // Grouped along channels: each task is one group's channel tiles over its rows (the tile
+        // divides the group), so it stages that group's input alone and reuses the group's
+        // weights across more rows; the groups also balance tasks that rows alone do not (27
+        // rows in 2 tasks). Measured 1.06-1.27x on 2-, 4- and 8-group layers at 1 and 2 threads.
+        p.channel_blocks = spec.g;
+        p.parallel_rows = std::max(1, std::min(spec.out_h(), spec.out_h() * spec.n * spec.g / tasks_wanted));
+    }
     // A task holds whole register tiles of rows (a task's rows bound the tile, see tile_y_for).
     if (p.tile_y > 1 && !p.parallel_channels) p.parallel_rows = std::min(spec.out_h(), ceil_div(p.parallel_rows, p.tile_y) * p.tile_y);
     return p;

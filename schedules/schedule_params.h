@@ -78,8 +78,9 @@ bool channel_vectorization_supported(const LayerSpec &spec, int vector_width);
 // pointwise, or a 1x1 stride-1 unpadded dense conv).
 bool flat_rows_supported(const LayerSpec &spec);
 
-// Whether channel_blocks splits the parallel tasks: dwconv with dw_per_task, along channels or
-// along x without flat_rows (the channel tiles dw_per_task puts outside a task's rows).
+// Whether channel_blocks splits the parallel tasks: convs along channels, and dwconv with
+// dw_per_task, along channels or along x without flat_rows (the channel tiles dw_per_task puts
+// outside a task's rows).
 bool channel_blocks_apply(const LayerSpec &spec, const ScheduleParams &params);
 
 // Parallel tasks per row block of one image: channel_blocks where it applies, else 1.

@@ -178,6 +178,7 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         if (q.vectorize_channels) q.tile_y = 1;
         if (q.vectorize_channels) q.parallel_channels = 0;  // channel tasks are an along-x schedule
         q.tile_rows = std::min(q.tile_rows, max_tile_rows(spec, q));
+        if (!channel_blocks_apply(spec, q)) q.channel_blocks = 1;
         add(q);
     }
     if (grouped_nchw && !along_channels(spec, p)) {
@@ -190,11 +191,11 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         q.depthwise_per_task ^= 1;
         if (!q.depthwise_per_task) q.channel_blocks = 1;
         add(q);
-        for (int f : {2, 0}) {
-            q = p;
-            q.channel_blocks = f ? p.channel_blocks * 2 : p.channel_blocks / 2;
-            add(q);
-        }
+    }
+    for (int f : {2, 0}) {
+        ScheduleParams q = p;
+        q.channel_blocks = f ? p.channel_blocks * 2 : p.channel_blocks / 2;
+        add(q);
     }
     if (flat_rows_supported(spec)) {
         ScheduleParams q = p;

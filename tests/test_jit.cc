@@ -247,6 +247,18 @@ TEST(Jit, ChannelBlocksAndShortRowsShapeTheLoopNest) {
     EXPECT_NE(seven.find("vectorized x.x_vi in [0, 6]"), std::string::npos) << seven;
 }
 
+// A grouped conv along channels with channel_blocks=2: one parallel task per group and row block.
+TEST(Jit, ChannelBlocksSplitGroupedConvTasksByGroup) {
+    CompileOptions o;
+    o.has_schedule = true;
+    o.schedule = ScheduleParams::parse("vec=16 tile_vectors=2 tile_rows=6 parallel_rows=6 channels=1 channel_blocks=2");
+    const std::string nest = explain(parse_layer_spec("conv c1=32 c2=64 h=12 w=12 k=3 g=2"), o);
+    EXPECT_NE(nest.find("parallel y.yo.yb.t in [0, 3]"), std::string::npos) << nest;
+    o.schedule.channel_blocks = 1;
+    const std::string rows = explain(parse_layer_spec("conv c1=32 c2=64 h=12 w=12 k=3 g=2"), o);
+    EXPECT_NE(rows.find("parallel y.yo.t in [0, 1]"), std::string::npos) << rows;
+}
+
 TEST(Jit, ExplainWorksForForeignTargets) {
     CompileOptions arm;
     arm.target = "arm-64-linux";

@@ -276,6 +276,21 @@ std::vector<ScheduleCase> schedule_cases() {
             p.vectorize_channels = 1;
             cases.push_back({s, p});
         }
+    // Convs along channels whose tasks are blocks of channel tiles (channel_blocks): one block
+    // per group, blocks that straddle groups or do not divide the tiles, more blocks than tiles,
+    // a batch, strided, NHWC, and a dense conv.
+    for (const char *s : {"conv c1=16 c2=32 h=9 w=11 k=3 g=2 act=relu", "conv n=2 c1=24 c2=48 h=11 w=9 k=3 s=2 g=3 act=silu",
+                          "conv c1=16 c2=32 h=7 w=6 k=3 g=2 layout=nhwc act=leaky", "conv c1=6 c2=40 h=9 w=5 k=3"})
+        for (int blocks : {2, 3, 16}) {
+            ScheduleParams p;
+            p.vector_width = 8;
+            p.tile_vectors = blocks == 3 ? 1 : 2;
+            p.tile_rows = 3;
+            p.parallel_rows = blocks == 2 ? 4 : 11;
+            p.vectorize_channels = 1;
+            p.channel_blocks = blocks;
+            cases.push_back({s, p});
+        }
     return cases;
 }
 

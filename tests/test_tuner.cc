@@ -270,9 +270,42 @@ TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
         EXPECT_TRUE(!q.vectorize_channels || !q.parallel_channels) << q.to_string();
     }
     EXPECT_TRUE(went_along_channels);
+    // Along channels, the tasks may also be split into blocks of channel tiles (and back from
+    // them); going back along x drops the blocks, which only along-channel convs have.
+    g.vectorize_channels = 1;
+    g.parallel_channels = 0;
+    g.tile_y = 1;
+    g.channel_blocks = 4;
+    std::set<int> blocks;
+    for (const auto &q : schedule_mutations(g, grouped, IsaFamily::AVX512, 2)) {
+        EXPECT_TRUE(q.channel_blocks == 1 || channel_blocks_apply(grouped, q)) << q.to_string();
+        if (!q.vectorize_channels) {
+            EXPECT_EQ(q.channel_blocks, 1) << q.to_string();
+        }
+        blocks.insert(q.channel_blocks);
+    }
+    EXPECT_EQ(blocks, (std::set<int>{1, 2, 4, 8}));
     const LayerSpec six = parse_layer_spec("conv c1=12 c2=12 h=16 w=16 k=3 g=2");
     for (const auto &q : schedule_mutations(heuristic_schedule(six, IsaFamily::AVX512), six, IsaFamily::AVX512, 1))
         EXPECT_EQ(q.vectorize_channels, 0) << q.to_string();
+}
+
+// The heuristic gives a grouped conv that runs along channels one task per group (channel blocks),
+// with enough row blocks for 16 tasks; an along-x or dense conv keeps row tasks only.
+TEST(Tuner, HeuristicGivesGroupedConvsAlongChannelsOneTaskPerGroup) {
+    const LayerSpec grouped = parse_layer_spec("conv c1=64 c2=64 h=28 w=28 k=3 g=2 layout=nhwc");
+    const ScheduleParams g = heuristic_schedule(grouped, IsaFamily::AVX512);
+    EXPECT_EQ(g.channel_blocks, 2) << g.to_string();
+    EXPECT_EQ(g.parallel_rows, 3) << g.to_string();  // 28 rows x 2 groups / 16 tasks
+    const LayerSpec four = parse_layer_spec("conv n=2 c1=64 c2=128 h=20 w=20 k=3 g=4 layout=nhwc");
+    const ScheduleParams f = heuristic_schedule(four, IsaFamily::AVX512);
+    EXPECT_EQ(f.channel_blocks, 4) << f.to_string();
+    EXPECT_EQ(f.parallel_rows, 10) << f.to_string();  // 40 rows x 4 groups / 16 tasks
+    // Groups of 4 channels do not hold whole vectors: no blocks.
+    const LayerSpec small = parse_layer_spec("conv c1=64 c2=64 h=28 w=28 k=3 g=16 layout=nhwc");
+    EXPECT_EQ(heuristic_schedule(small, IsaFamily::AVX512).channel_blocks, 1);
+    const LayerSpec dense = parse_layer_spec("conv c1=64 c2=64 h=28 w=28 k=3 layout=nhwc");
+    EXPECT_EQ(heuristic_schedule(dense, IsaFamily::AVX512).channel_blocks, 1);
 }
 
 // Tuning on the host, templates only (the autoschedulers take seconds per layer).
