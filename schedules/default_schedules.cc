@@ -268,6 +268,7 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
         a.output.parallel(t).unroll(ci).unroll(yr);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
         stage_input(a, p, t);
+        if (p.stream_input) a.staged.store_at(a.output, t).compute_at(a.output, yt);  // sliding window
         if (round_up_short_rows(s, p)) bound_staged_to_vector_rows(a, p);
         Stage upd = accumulate_along_x(a, p, a.conv, {rx, ry, rc}, xo, tx.lanes, ty);
         if (s.k <= 7) upd.unroll(rx);
@@ -325,6 +326,13 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     }
     stage_input(a, p, t);
 
+    if (stream_applies(s, p) && p.stream_input) {
+        if (p.depthwise_per_task) {
+            a.staged.compute_at(a.depthwise, a.c);
+        } else {
+            a.staged.store_at(a.output, t).compute_at(a.output, row_tile);  // sliding window
+        }
+    }
     // Per row tile (yi: tile_y rows in NCHW along x, one row otherwise) or per task.
     a.depthwise.compute_at(a.output, p.depthwise_per_task ? t : row_tile);
     const bool round_up_rows = !channels && !p.flat_rows && round_up_short_rows(s, p);

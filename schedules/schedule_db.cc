@@ -109,6 +109,7 @@ ScheduleParams adapt(ScheduleParams p, const LayerSpec &spec) {
     if (!grouped_nchw || along_channels(spec, p)) p.parallel_channels = 0;
     if (spec.kind == LayerKind::Conv) p.depthwise_per_task = 0;
     if (!channel_blocks_apply(spec, p)) p.channel_blocks = 1;
+    if (!stream_applies(spec, p)) p.stream_input = 0;
     const int group_out = spec.out_channels_per_group();
     while (p.tile_rows > 1 && grouped_nchw && !p.vectorize_channels && group_out % p.tile_rows != 0) --p.tile_rows;
     p.parallel_rows = std::max(1, std::min(p.parallel_rows, spec.out_h() * spec.n));

@@ -33,6 +33,7 @@ std::string ScheduleParams::to_string() const {
     if (tile_y != 1) os << " tile_y=" << tile_y;
     if (flat_rows) os << " flat=" << flat_rows;
     if (channel_blocks != 1) os << " channel_blocks=" << channel_blocks;
+    if (stream_input) os << " stream=" << stream_input;
     return os.str();
 }
 
@@ -47,7 +48,8 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
                                            {"dw_per_task", &p.depthwise_per_task},
                                            {"tile_y", &p.tile_y},
                                            {"flat", &p.flat_rows},
-                                           {"channel_blocks", &p.channel_blocks}};
+                                           {"channel_blocks", &p.channel_blocks},
+                                           {"stream", &p.stream_input}};
     std::istringstream is(text);
     std::string tok;
     while (is >> tok) {
@@ -72,7 +74,8 @@ ScheduleParams ScheduleParams::parse(const std::string &text) {
         } catch (const std::exception &) {
             used = 0;
         }
-        const bool flag = it->first == "channels" || it->first == "channel_tasks" || it->first == "dw_per_task" || it->first == "flat";
+        const bool flag = it->first == "channels" || it->first == "channel_tasks" || it->first == "dw_per_task" || it->first == "flat" ||
+                          it->first == "stream";
         const int lowest = flag ? 0 : 1;
         const int highest = flag ? 1 : it->first == "tile_y" ? 8 : it->first == "channel_blocks" ? 64 : 256;
         if (used == 0 || used != value.size() || v < lowest || v > highest) {
@@ -103,6 +106,17 @@ bool channel_blocks_apply(const LayerSpec &spec, const ScheduleParams &params) {
     const bool flat_along_x = spec.layout == Layout::NCHW && !params.vectorize_channels && params.flat_rows;
     if (spec.kind == LayerKind::Conv) return along_channels(spec, params);
     return params.depthwise_per_task && !flat_along_x;
+}
+
+bool stream_applies(const LayerSpec &spec, const ScheduleParams &params) {
+    if (!params.autoscheduler.empty()) return false;
+    const bool channels = along_channels(spec, params);
+    if (spec.kind == LayerKind::DepthwisePointwise) {
+        // An NHWC depthwise has no channel loop outside its rows (channels are its vectors).
+        if (params.depthwise_per_task) return spec.layout == Layout::NCHW;
+        return channels || !params.flat_rows;
+    }
+    return !channels && !(params.flat_rows && flat_rows_supported(spec));
 }
 
 int channel_blocks_of(const LayerSpec &spec, const ScheduleParams &params) {

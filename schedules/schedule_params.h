@@ -51,8 +51,17 @@ struct ScheduleParams {
     // task computes its rows' depthwise itself (so the depthwise work is repeated per block), and
     // reads only its block's part of the pointwise weights: a weight matrix bigger than one
     // core's L2 (1024x1024 floats is 4 MiB) is then split between the cores instead of every
-    // core streaming all of it for every row block. Ignored elsewhere. Text form omits 1.
+    // core streaming all of it for every row block. Convs along channels: the same blocks of
+    // channel tiles, each task one block over its rows (a grouped conv's block is one group,
+    // whose input alone is staged). Ignored elsewhere. Text form omits 1.
     int channel_blocks = 1;
+    // 1 stages the zero-padded input as it is consumed instead of all of a task's rows first:
+    // NCHW dwconv with depthwise_per_task, per channel of the task's depthwise; dwconv per row tile
+    // (not flat_rows) and NCHW convs along x, per row tile, Halide's sliding window keeping the
+    // task's rows in one buffer and computing only the rows each tile adds. The copy's loads
+    // then overlap the compute, and a task's staged rows (up to 1.7 MB) no longer stream
+    // through L2 before they are read. Ignored elsewhere (stream_applies). Text form omits 0.
+    int stream_input = 0;
     // Not convgen's templates but one of Halide 14's autoschedulers (Mullapudi2016, Li2018,
     // Adams2019) on the same algorithm; the knobs above are then unused. Text form: auto=<name>.
     std::string autoscheduler;
@@ -82,6 +91,9 @@ bool flat_rows_supported(const LayerSpec &spec);
 // dw_per_task, along channels or along x without flat_rows (the channel tiles dw_per_task puts
 // outside a task's rows).
 bool channel_blocks_apply(const LayerSpec &spec, const ScheduleParams &params);
+
+// Whether stream_input changes the schedule (see ScheduleParams::stream_input).
+bool stream_applies(const LayerSpec &spec, const ScheduleParams &params);
 
 // Parallel tasks per row block of one image: channel_blocks where it applies, else 1.
 int channel_blocks_of(const LayerSpec &spec, const ScheduleParams &params);

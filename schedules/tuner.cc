@@ -106,6 +106,7 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     q.flat_rows = rows_in_tile && flat_rows_supported(spec) ? uniform(0, 1) : 0;
     q.channel_blocks = 1;
     if (channel_blocks_apply(spec, q)) q.channel_blocks = 1 << uniform(0, 2);
+    q.stream_input = stream_applies(spec, q) ? uniform(0, 1) : 0;
     return q;
 }
 
@@ -141,6 +142,8 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         if (q.tile_y < 1 || q.tile_y > (q.flat_rows ? 8 : 4) || (q.tile_y > 1 && !rows_in_tile)) return;
         if (q.flat_rows && !(rows_in_tile && flat_rows_supported(spec))) return;
         if (q.channel_blocks < 1 || q.channel_blocks > 8 || (q.channel_blocks > 1 && !channel_blocks_apply(spec, q))) return;
+        if (q.stream_input && !stream_applies(spec, q)) q.stream_input = 0;  // a knob the new template ignores
+        if (q == p) return;
         // A flat tile's rows are one pixel run: its accumulators are tile_vectors x tile_rows.
         const int accumulators = q.tile_vectors * q.tile_rows * (q.flat_rows ? 1 : q.tile_y);
         if (accumulators > 2 * register_count(isa)) return;
@@ -195,6 +198,11 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
     for (int f : {2, 0}) {
         ScheduleParams q = p;
         q.channel_blocks = f ? p.channel_blocks * 2 : p.channel_blocks / 2;
+        add(q);
+    }
+    if (stream_applies(spec, p)) {
+        ScheduleParams q = p;
+        q.stream_input ^= 1;
         add(q);
     }
     if (flat_rows_supported(spec)) {

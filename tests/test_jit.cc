@@ -259,6 +259,36 @@ TEST(Jit, ChannelBlocksSplitGroupedConvTasksByGroup) {
     EXPECT_NE(rows.find("parallel y.yo.t in [0, 1]"), std::string::npos) << rows;
 }
 
+// stream=1: the staged rows slide along the task's row tiles (stored per task, computed per row
+// tile), or with the depthwise per task are staged per depthwise channel; 0 stages a whole task
+// first. The knob takes 0 or 1.
+TEST(Jit, StreamInputStagesRowsAsTheyAreConsumed) {
+    CompileOptions o;
+    o.has_schedule = true;
+    o.schedule = ScheduleParams::parse("vec=16 tile_vectors=2 tile_rows=4 parallel_rows=8 channels=0 tile_y=2 stream=1");
+    const LayerSpec spec = parse_layer_spec("dwconv c1=16 c2=24 h=16 w=32 k=3");
+    const std::string sliding = explain(spec, o);
+    const size_t store = sliding.find("store staged:"), produce = sliding.find("produce staged:");
+    ASSERT_NE(store, std::string::npos) << sliding;
+    ASSERT_NE(produce, std::string::npos) << sliding;
+    EXPECT_NE(sliding.substr(store, produce - store).find("for y.yi"), std::string::npos) << sliding;
+    o.schedule.stream_input = 0;
+    const std::string whole = explain(spec, o);
+    EXPECT_EQ(whole.find("store staged:"), std::string::npos) << whole;
+    EXPECT_LT(whole.find("produce staged:"), whole.find("produce depthwise:")) << whole;
+    o.schedule.depthwise_per_task = 1;
+    o.schedule.stream_input = 1;
+    const std::string per_channel = explain(spec, o);
+    // The depthwise's channel loop encloses the staging.
+    const size_t dw = per_channel.find("produce depthwise:"), staged = per_channel.find("produce staged:");
+    ASSERT_NE(dw, std::string::npos) << per_channel;
+    ASSERT_NE(staged, std::string::npos) << per_channel;
+    EXPECT_LT(dw, staged) << per_channel;
+    EXPECT_NE(per_channel.substr(dw, staged - dw).find("for c in"), std::string::npos) << per_channel;
+    EXPECT_THROW(ScheduleParams::parse("vec=16 stream=2"), Error);
+    EXPECT_EQ(ScheduleParams::parse("vec=16 stream=1").to_string().find("stream=1") != std::string::npos, true);
+}
+
 TEST(Jit, ExplainWorksForForeignTargets) {
     CompileOptions arm;
     arm.target = "arm-64-linux";

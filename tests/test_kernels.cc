@@ -291,6 +291,30 @@ std::vector<ScheduleCase> schedule_cases() {
             p.channel_blocks = blocks;
             cases.push_back({s, p});
         }
+    // The input staged as it is consumed (stream_input): a sliding window of rows per row tile
+    // (NCHW convs along x: plain, strided, channel tasks, several rows per tile, rows shorter than
+    // the vector; dwconv per row along x and along channels, NHWC), and per depthwise channel
+    // when the depthwise is per task (with channel blocks, strided).
+    for (const char *s : {"conv c1=6 c2=10 h=9 w=29 k=3 g=2", "conv c1=8 c2=12 h=13 w=11 k=3 s=2 act=relu",
+                          "conv c1=12 c2=12 h=13 w=11 k=3 g=12 act=relu6", "conv c1=8 c2=16 h=12 w=12 k=5 p=2",
+                          "dwconv c1=11 c2=21 h=13 w=27 k=3", "dwconv c1=8 c2=12 h=26 w=26 k=3 s=2",
+                          "dwconv c1=6 c2=16 h=5 w=9 k=3 s=2 layout=nhwc act=relu", "dwconv n=2 c1=9 c2=20 h=6 w=10 k=5 act=silu"})
+        for (int variant = 0; variant < 4; ++variant) {
+            ScheduleParams p;
+            p.vector_width = variant == 3 ? 16 : 8;
+            p.tile_vectors = 1 + variant % 2;
+            p.tile_rows = 2 + variant;
+            p.tile_y = variant == 1 ? 2 : 1;
+            p.parallel_rows = 1 + 3 * variant;
+            const bool dwconv = std::string(s).rfind("dwconv", 0) == 0;
+            p.parallel_channels = variant == 2 && std::string(s).find("g=") != std::string::npos;
+            p.depthwise_per_task = dwconv && variant >= 2;
+            p.vectorize_channels = dwconv && variant == 0;
+            if (p.vectorize_channels) p.tile_y = 1;
+            p.channel_blocks = dwconv && variant == 3 ? 2 : 1;
+            p.stream_input = 1;
+            cases.push_back({s, p});
+        }
     return cases;
 }
 

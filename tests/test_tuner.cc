@@ -241,6 +241,7 @@ TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
             EXPECT_LE(q.tile_vectors * q.tile_rows * q.tile_y, 64) << q.to_string();
             EXPECT_TRUE(q.tile_y == 1 || !q.vectorize_channels) << q.to_string();
             EXPECT_TRUE(q.channel_blocks == 1 || channel_blocks_apply(spec, q)) << q.to_string();
+            EXPECT_TRUE(!q.stream_input || stream_applies(spec, q)) << q.to_string();
             EXPECT_GE(q.parallel_rows, 1);
             EXPECT_LE(q.parallel_rows, spec.out_h());
             rows.insert(q.parallel_rows);
@@ -252,6 +253,19 @@ TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
     // Two threads: also 14, 7, 5 and 4 rows (28 rows in 2, 4, 6 and 8 tasks), so no thread idles
     // on a lone last task.
     EXPECT_EQ(rows_of(2), (std::set<int>{4, 5, 7, 8, 14, 16}));
+    // Streaming the staged input is proposed where the template has it, and dropped from a
+    // mutation into a template without it (flat rows along x, without the depthwise per task).
+    bool streams = false;
+    for (const auto &q : schedule_mutations(p, spec, IsaFamily::AVX512, 1)) streams |= q.stream_input == 1;
+    EXPECT_TRUE(streams);
+    ScheduleParams s = p;
+    s.stream_input = 1;
+    s.tile_y = 1;
+    for (const auto &q : schedule_mutations(s, spec, IsaFamily::AVX512, 1)) {
+        if (q.flat_rows && !q.depthwise_per_task) {
+            EXPECT_EQ(q.stream_input, 0) << q.to_string();
+        }
+    }
     // Accumulators past twice the AVX-512 register file are never proposed.
     p.tile_rows = 8;
     p.tile_vectors = 4;
