@@ -131,7 +131,7 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
         // Conv: each task is one block of channel tiles over the task's rows (channel tiles
         // still inside the rows). Tasks then balance where rows alone would not (27 rows in
         // 2 tasks is 14 + 13), and a block within one group stages only that group's input.
-        const int tiles = ceil_div(s.c2, tc.size), blocks = std::min(p.channel_blocks, tiles);
+        const int tiles = ceil_div(s.c2, tc.size), blocks = channel_blocks_of(s, p);
         Var cb("cb"), yb("yb");
         a.output.split(co, cb, co, ceil_div(tiles, blocks), TailStrategy::GuardWithIf)
             .reorder(ci, xi, xo, co, yi, yo, cb, a.n)

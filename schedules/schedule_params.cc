@@ -120,7 +120,10 @@ bool stream_applies(const LayerSpec &spec, const ScheduleParams &params) {
 }
 
 int channel_blocks_of(const LayerSpec &spec, const ScheduleParams &params) {
-    return channel_blocks_apply(spec, params) ? std::max(1, params.channel_blocks) : 1;
+    if (!channel_blocks_apply(spec, params)) return 1;
+    // A block holds at least one channel tile: more blocks than tiles give no more tasks.
+    const int tiles = ceil_div(spec.c2, output_channel_tile(spec, params));
+    return std::max(1, std::min(params.channel_blocks, tiles));
 }
 
 bool channel_vectorization_supported(const LayerSpec &spec, int vector_width) {

@@ -95,7 +95,8 @@ bool channel_blocks_apply(const LayerSpec &spec, const ScheduleParams &params);
 // Whether stream_input changes the schedule (see ScheduleParams::stream_input).
 bool stream_applies(const LayerSpec &spec, const ScheduleParams &params);
 
-// Parallel tasks per row block of one image: channel_blocks where it applies, else 1.
+// Parallel tasks per row block of one image: channel_blocks (at most the output channel tiles)
+// where it applies, else 1.
 int channel_blocks_of(const LayerSpec &spec, const ScheduleParams &params);
 
 int ceil_div(int a, int b);

@@ -320,6 +320,11 @@ TEST(Tuner, HeuristicGivesGroupedConvsAlongChannelsOneTaskPerGroup) {
     EXPECT_EQ(heuristic_schedule(small, IsaFamily::AVX512).channel_blocks, 1);
     const LayerSpec dense = parse_layer_spec("conv c1=64 c2=64 h=28 w=28 k=3 layout=nhwc");
     EXPECT_EQ(heuristic_schedule(dense, IsaFamily::AVX512).channel_blocks, 1);
+    // Tasks per row block count at most one block per channel tile (64 channels in tiles of 32).
+    ScheduleParams b = ScheduleParams::parse("vec=16 tile_vectors=2 tile_rows=4 channels=1 channel_blocks=8");
+    EXPECT_EQ(channel_blocks_of(dense, b), 2);
+    b.channel_blocks = 1;
+    EXPECT_EQ(channel_blocks_of(dense, b), 1);
 }
 
 // Tuning on the host, templates only (the autoschedulers take seconds per layer).
