@@ -38,15 +38,18 @@ VectorTile vector_tile(int extent, int vector_width, int max_vectors) {
 // Output rows per parallel task (parallel_rows, at most the image).
 int task_rows(const ScheduleParams &p, const LayerSpec &s) { return std::max(1, std::min(p.parallel_rows, s.out_h())); }
 
-// channel_blocks: the channel tile loop `co` (of `tiles` tiles, just outside the task's rows)
-// is split into blocks, and each parallel task `t` is one block of one row block of one image.
-// `inner` are the output's loops inside `co`, innermost first.
+// channel_blocks: the channel tile loop `co` (of `tiles` tiles) is split into blocks, and each
+// parallel task `t` is one block of one row block `yo` of one image. `inner` are the output's
+// loops inside `co`, innermost first; `between` those between `co` and `yo` (a conv's rows of
+// the task, when its channel tiles stay inside the rows).
 void split_channel_tiles_into_tasks(LayerAlgorithm &a, const ScheduleParams &p, const Var &co, int tiles,
-                                    std::vector<VarOrRVar> inner, const Var &yo, const Var &t) {
-    const int blocks = std::max(1, std::min(p.channel_blocks, tiles));
+                                    std::vector<VarOrRVar> inner, const std::vector<VarOrRVar> &between, const Var &yo,
+                                    const Var &t) {
     Var cb("cb"), yb("yb");
-    a.output.split(co, cb, co, ceil_div(tiles, blocks), TailStrategy::GuardWithIf);
-    inner.insert(inner.end(), {co, yo, cb, a.n});
+    a.output.split(co, cb, co, ceil_div(tiles, channel_blocks_of(a.spec, p)), TailStrategy::GuardWithIf);
+    inner.push_back(co);
+    inner.insert(inner.end(), between.begin(), between.end());
+    inner.insert(inner.end(), {yo, cb, a.n});
     a.output.reorder(inner).fuse(yo, cb, yb).fuse(yb, a.n, t);
 }
 
@@ -125,18 +128,16 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
         .split(a.y, yo, yi, rows, TailStrategy::ShiftInwards)
         .reorder(ci, xi, xo, co, yi, yo, a.n);
     if (channel_tiles_outer) a.output.reorder(ci, xi, xo, yi, co, yo, a.n);
-    if (channel_tiles_outer && channel_blocks_of(s, p) > 1) {
-        split_channel_tiles_into_tasks(a, p, co, ceil_div(s.c2, tc.size), {ci, xi, xo, yi}, yo, t);
-    } else if (channel_blocks_of(s, p) > 1) {
-        // Conv: each task is one block of channel tiles over the task's rows (channel tiles
-        // still inside the rows). Tasks then balance where rows alone would not (27 rows in
-        // 2 tasks is 14 + 13), and a block within one group stages only that group's input.
-        const int tiles = ceil_div(s.c2, tc.size), blocks = channel_blocks_of(s, p);
-        Var cb("cb"), yb("yb");
-        a.output.split(co, cb, co, ceil_div(tiles, blocks), TailStrategy::GuardWithIf)
-            .reorder(ci, xi, xo, co, yi, yo, cb, a.n)
-            .fuse(yo, cb, yb)
-            .fuse(yb, a.n, t);
+    if (channel_blocks_of(s, p) > 1) {
+        // Without channel_tiles_outer (convs) the channel tiles stay inside the task's rows: a
+        // task is one block of tiles over its rows, which balances tasks where rows alone do not
+        // (27 rows in 2 tasks is 14 + 13), and a block within one group stages only its input.
+        const int tiles = ceil_div(s.c2, tc.size);
+        if (channel_tiles_outer) {
+            split_channel_tiles_into_tasks(a, p, co, tiles, {ci, xi, xo, yi}, {}, yo, t);
+        } else {
+            split_channel_tiles_into_tasks(a, p, co, tiles, {ci, xi, xo}, {yi}, yo, t);
+        }
     } else {
         a.output.fuse(yo, a.n, t);
     }
@@ -268,7 +269,7 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
         a.output.parallel(t).unroll(ci).unroll(yr);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
         stage_input(a, p, t);
-        if (p.stream_input) a.staged.store_at(a.output, t).compute_at(a.output, yt);  // sliding window
+        if (stream_applies(s, p) && p.stream_input) a.staged.store_at(a.output, t).compute_at(a.output, yt);  // sliding window
         if (round_up_short_rows(s, p)) bound_staged_to_vector_rows(a, p);
         Stage upd = accumulate_along_x(a, p, a.conv, {rx, ry, rc}, xo, tx.lanes, ty);
         if (s.k <= 7) upd.unroll(rx);
@@ -316,7 +317,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         // all computed first, see below).
         if (p.depthwise_per_task) a.output.reorder(xi, ci, yr, xo, yi, co, yo, a.n);
         if (channel_blocks_of(s, p) > 1) {
-            split_channel_tiles_into_tasks(a, p, co, ceil_div(s.c2, tc), {xi, ci, yr, xo, yi}, yo, t);
+            split_channel_tiles_into_tasks(a, p, co, ceil_div(s.c2, tc), {xi, ci, yr, xo, yi}, {}, yo, t);
         } else {
             a.output.fuse(yo, a.n, t);
         }

@@ -259,7 +259,9 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
         // Grouped along channels: each task is one group's channel tiles over its rows (the tile
         // divides the group), so it stages that group's input alone and reuses the group's
         // weights across more rows; the groups also balance tasks that rows alone do not (27
-        // rows in 2 tasks). Measured 1.06-1.27x on 2-, 4- and 8-group layers at 1 and 2 threads.
+        // rows in 2 tasks). The tuned records of alexnet_g2, yolo_g4_s2 and g8_leaky all use one
+        // block per group or more (1.01-1.34x over row tasks in interleaved A/Bs at 1 and 2
+        // threads); the rows per task here aim at 16 tasks and were not tuned.
         p.channel_blocks = spec.g;
         p.parallel_rows = std::max(1, std::min(spec.out_h(), spec.out_h() * spec.n * spec.g / tasks_wanted));
     }

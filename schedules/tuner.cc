@@ -143,7 +143,6 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         if (q.flat_rows && !(rows_in_tile && flat_rows_supported(spec))) return;
         if (q.channel_blocks < 1 || q.channel_blocks > 8 || (q.channel_blocks > 1 && !channel_blocks_apply(spec, q))) return;
         if (q.stream_input && !stream_applies(spec, q)) q.stream_input = 0;  // a knob the new template ignores
-        if (q == p) return;
         // A flat tile's rows are one pixel run: its accumulators are tile_vectors x tile_rows.
         const int accumulators = q.tile_vectors * q.tile_rows * (q.flat_rows ? 1 : q.tile_y);
         if (accumulators > 2 * register_count(isa)) return;

@@ -247,16 +247,29 @@ TEST(Jit, ChannelBlocksAndShortRowsShapeTheLoopNest) {
     EXPECT_NE(seven.find("vectorized x.x_vi in [0, 6]"), std::string::npos) << seven;
 }
 
-// A grouped conv along channels with channel_blocks=2: one parallel task per group and row block.
-TEST(Jit, ChannelBlocksSplitGroupedConvTasksByGroup) {
+// `explain` of a spec under the given schedule text.
+std::string explain_with(const char *spec, const std::string &schedule) {
     CompileOptions o;
     o.has_schedule = true;
-    o.schedule = ScheduleParams::parse("vec=16 tile_vectors=2 tile_rows=6 parallel_rows=6 channels=1 channel_blocks=2");
-    const std::string nest = explain(parse_layer_spec("conv c1=32 c2=64 h=12 w=12 k=3 g=2"), o);
-    EXPECT_NE(nest.find("parallel y.yo.yb.t in [0, 3]"), std::string::npos) << nest;
-    o.schedule.channel_blocks = 1;
-    const std::string rows = explain(parse_layer_spec("conv c1=32 c2=64 h=12 w=12 k=3 g=2"), o);
-    EXPECT_NE(rows.find("parallel y.yo.t in [0, 1]"), std::string::npos) << rows;
+    o.schedule = ScheduleParams::parse(schedule);
+    return explain(parse_layer_spec(spec), o);
+}
+
+// A grouped conv along channels with channel_blocks=2: one parallel task per group and row block
+// (its two channel tiles inside the task's rows); more blocks than tiles give one task per tile.
+TEST(Jit, ChannelBlocksSplitGroupedConvTasksByGroup) {
+    const char *grouped = "conv c1=32 c2=128 h=12 w=12 k=3 g=2";  // 4 tiles of 32 channels
+    const std::string along = "vec=16 tile_vectors=2 tile_rows=6 parallel_rows=6 channels=1";
+    const std::string blocks = explain_with(grouped, along + " channel_blocks=2");
+    EXPECT_NE(blocks.find("parallel y.yo.yb.t in [0, 3]"), std::string::npos) << blocks;
+    const size_t tiles = blocks.find("for c.co"), rows = blocks.find("for y.yi");
+    ASSERT_NE(tiles, std::string::npos) << blocks;
+    ASSERT_NE(rows, std::string::npos) << blocks;
+    EXPECT_LT(rows, tiles) << blocks;
+    const std::string rows_only = explain_with(grouped, along);
+    EXPECT_NE(rows_only.find("parallel y.yo.t in [0, 1]"), std::string::npos) << rows_only;
+    const std::string capped = explain_with(grouped, along + " channel_blocks=16");
+    EXPECT_NE(capped.find("parallel y.yo.yb.t in [0, 7]"), std::string::npos) << capped;
 }
 
 // stream=1: the staged rows slide along the task's row tiles (stored per task, computed per row
@@ -286,7 +299,7 @@ TEST(Jit, StreamInputStagesRowsAsTheyAreConsumed) {
     EXPECT_LT(dw, staged) << per_channel;
     EXPECT_NE(per_channel.substr(dw, staged - dw).find("for c in"), std::string::npos) << per_channel;
     EXPECT_THROW(ScheduleParams::parse("vec=16 stream=2"), Error);
-    EXPECT_EQ(ScheduleParams::parse("vec=16 stream=1").to_string().find("stream=1") != std::string::npos, true);
+    EXPECT_NE(ScheduleParams::parse("vec=16 stream=1").to_string().find("stream=1"), std::string::npos);
 }
 
 TEST(Jit, ExplainWorksForForeignTargets) {
