@@ -101,8 +101,17 @@ void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
             // channel's rows densely first makes the strided read a plain load from a buffer.
             a.padded.compute_at(a.staged, a.c).vectorize(a.x, p.vector_width, TailStrategy::RoundUp);
         }
-    } else if (s.c1 >= p.vector_width) {
-        a.staged.vectorize(a.c, p.vector_width);
+    } else {
+        // A task that is one block of a grouped conv's channel tiles stages only its groups'
+        // input channels, as few as c1/g: a vector wider than that would read past the last
+        // group's channels (ShiftInwards needs the extent to hold one vector).
+        if (channel_blocks_of(s, p) > 1) {
+            int lanes = p.vector_width;
+            while (lanes > 4 && lanes > s.c1 / s.g) lanes /= 2;
+            if (lanes <= s.c1 / s.g) a.staged.vectorize(a.c, lanes);
+        } else if (s.c1 >= p.vector_width) {
+            a.staged.vectorize(a.c, p.vector_width);
+        }
     }
 }
 

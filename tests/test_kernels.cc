@@ -278,9 +278,11 @@ std::vector<ScheduleCase> schedule_cases() {
         }
     // Convs along channels whose tasks are blocks of channel tiles (channel_blocks): one block
     // per group, blocks that straddle groups or do not divide the tiles, more blocks than tiles,
-    // a batch, strided, NHWC, and a dense conv.
+    // a batch, strided, NHWC (also with groups of fewer input channels than a vector, whose
+    // staged input is narrower than the vector), and a dense conv.
     for (const char *s : {"conv c1=16 c2=32 h=9 w=11 k=3 g=2 act=relu", "conv n=2 c1=24 c2=48 h=11 w=9 k=3 s=2 g=3 act=silu",
-                          "conv c1=16 c2=32 h=7 w=6 k=3 g=2 layout=nhwc act=leaky", "conv c1=6 c2=40 h=9 w=5 k=3"})
+                          "conv c1=16 c2=32 h=7 w=6 k=3 g=2 layout=nhwc act=leaky",
+                          "conv c1=16 c2=32 h=9 w=7 k=3 s=2 g=4 layout=nhwc act=gelu", "conv c1=6 c2=40 h=9 w=5 k=3"})
         for (int blocks : {2, 3, 16}) {
             ScheduleParams p;
             p.vector_width = 8;
