@@ -110,6 +110,7 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     return q;
 }
 
+
 class Progress {
 public:
     Progress(std::ostream &log, bool tty) : log_(log), tty_(tty) {}
@@ -129,6 +130,26 @@ private:
 };
 
 }  // namespace
+
+ScheduleParams seed_from_other_isa(ScheduleParams q, const LayerSpec &spec, IsaFamily isa, int vector_width) {
+    q.vector_width = vector_width;
+    if (q.vectorize_channels && !channel_vectorization_supported(spec, vector_width)) q.vectorize_channels = 0;
+    q.tile_rows = std::min(q.tile_rows, max_tile_rows(spec, q));
+    const int registers = register_count(isa);
+    auto accumulators = [&] { return q.tile_vectors * q.tile_rows * (q.flat_rows ? 1 : q.tile_y); };
+    while (accumulators() > registers - 4 && (q.tile_vectors > 1 || q.tile_rows > 1 || q.tile_y > 1)) {
+        if (q.tile_y > 1 && !q.flat_rows) {
+            --q.tile_y;
+        } else if (q.tile_vectors >= q.tile_rows && q.tile_vectors > 1) {
+            q.tile_vectors = (q.tile_vectors + 1) / 2;
+        } else {
+            q.tile_rows = (q.tile_rows + 1) / 2;
+        }
+    }
+    if (!channel_blocks_apply(spec, q)) q.channel_blocks = 1;
+    if (!stream_applies(spec, q)) q.stream_input = 0;
+    return q;
+}
 
 std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const LayerSpec &spec, IsaFamily isa, int threads) {
     std::vector<ScheduleParams> out;
@@ -361,7 +382,8 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
 
         // Seeds: the heuristic, a previous (interrupted) run's best, this target's winners for
         // other thread counts (a 2-thread run starts from the 1-thread tile; its mutations then
-        // adjust the parallel split), and Halide's autoschedulers. The texts are copied first:
+        // adjust the parallel split), this thread count's winners on other targets (fitted to
+        // this ISA), and Halide's autoschedulers. The texts are copied first:
         // storing a record replaces the database's record storage.
         compile_now(heuristic);
         std::vector<std::string> earlier;
@@ -369,9 +391,15 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
         for (const ScheduleRecord &r : db.records()) {
             if (r.spec == spec.to_string() && r.target == opt.target && r.threads != opt.threads) earlier.push_back(r.schedule);
         }
-        for (const std::string &text : earlier) {
+        const size_t this_isa = earlier.size();
+        for (const ScheduleRecord &r : db.records()) {
+            if (r.spec == spec.to_string() && r.target != opt.target && r.threads == opt.threads) earlier.push_back(r.schedule);
+        }
+        for (size_t i = 0; i < earlier.size(); ++i) {
             try {
-                const ScheduleParams prev = ScheduleParams::parse(text);
+                ScheduleParams prev = ScheduleParams::parse(earlier[i]);
+                if (!prev.autoscheduler.empty() && i >= this_isa) continue;
+                if (i >= this_isa) prev = seed_from_other_isa(prev, spec, opt.isa, heuristic.vector_width);
                 if (!seen.count(prev.to_string())) compile_now(prev);
             } catch (const Error &) {
             }

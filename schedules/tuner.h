@@ -49,6 +49,10 @@ struct LayerTuneResult {
 // split an image evenly between the threads.
 std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const LayerSpec &spec, IsaFamily isa, int threads);
 
+// A winner of `spec` on another ISA family fitted to this one as a search seed: this ISA's vector
+// width, the register tile shrunk to fit its register file, knobs its template ignores reset.
+ScheduleParams seed_from_other_isa(ScheduleParams q, const LayerSpec &spec, IsaFamily isa, int vector_width);
+
 // The deterministic slice of `specs` that shard i of N tunes.
 std::vector<LayerSpec> shard_of(const std::vector<LayerSpec> &specs, int index, int count);
 

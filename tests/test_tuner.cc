@@ -304,6 +304,30 @@ TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
         EXPECT_EQ(q.vectorize_channels, 0) << q.to_string();
 }
 
+// A winner from the AVX-512 host seeds an AVX2 search: its structure is kept, its vector width
+// becomes AVX2's and its 32-accumulator tile is cut to fit 16 registers; a grouped conv whose
+// 4-channel groups hold no 8-lane vector goes along x.
+TEST(Tuner, SeedsFromAnotherIsaFitItsRegisterFile) {
+    const LayerSpec dw = parse_layer_spec("dwconv n=8 c1=256 c2=256 h=28 w=28 k=3");
+    ScheduleParams p = ScheduleParams::parse("vec=16 tile_vectors=4 tile_rows=8 parallel_rows=4 channels=1 channel_tasks=0 dw_per_task=1 channel_blocks=2 stream=1");
+    const ScheduleParams q = seed_from_other_isa(p, dw, IsaFamily::AVX2, 8);
+    EXPECT_EQ(q.vector_width, 8);
+    EXPECT_EQ(q.vectorize_channels, 1);
+    EXPECT_EQ(q.depthwise_per_task, 1);
+    EXPECT_EQ(q.channel_blocks, 2);
+    EXPECT_EQ(q.stream_input, p.stream_input && stream_applies(dw, q) ? 1 : 0);
+    EXPECT_LE(q.tile_vectors * q.tile_rows, 12);
+    EXPECT_GE(q.tile_vectors * q.tile_rows, 6) << "cut to fit, not to one accumulator: " << q.to_string();
+    EXPECT_EQ(q.autoscheduler, "");
+
+    const LayerSpec g4 = parse_layer_spec("conv c1=16 c2=16 h=28 w=28 k=3 g=4");
+    ScheduleParams along = ScheduleParams::parse("vec=4 tile_vectors=1 tile_rows=14 parallel_rows=4 channels=1 channel_tasks=0 dw_per_task=0");
+    const ScheduleParams r = seed_from_other_isa(along, g4, IsaFamily::AVX2, 8);
+    EXPECT_EQ(r.vectorize_channels, 0) << "4-channel groups hold no 8-lane vector: " << r.to_string();
+    EXPECT_LE(r.tile_rows, max_tile_rows(g4, r));
+    EXPECT_LE(r.tile_vectors * r.tile_rows * r.tile_y, 12);
+}
+
 // The heuristic gives a grouped conv that runs along channels one task per group (channel blocks),
 // with enough row blocks for 16 tasks; an along-x or dense conv keeps row tasks only.
 TEST(Tuner, HeuristicGivesGroupedConvsAlongChannelsOneTaskPerGroup) {
