@@ -97,25 +97,6 @@ bool same_key(const ScheduleRecord &a, const ScheduleRecord &b) {
     return a.spec == b.spec && a.target == b.target && a.threads == b.threads && a.cpu == b.cpu;
 }
 
-// Adapts a neighbour's parameters to `spec` so that they stay within what its shape allows.
-ScheduleParams adapt(ScheduleParams p, const LayerSpec &spec) {
-    if (!p.autoscheduler.empty()) return p;
-    if (p.vectorize_channels && !channel_vectorization_supported(spec, p.vector_width)) {
-        // Along x, tile_rows counts output channels instead of a row's pixels.
-        p.vectorize_channels = 0;
-        p.tile_rows = std::min(p.tile_rows, max_tile_rows(spec, p));
-    }
-    const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
-    if (!grouped_nchw || along_channels(spec, p)) p.parallel_channels = 0;
-    if (spec.kind == LayerKind::Conv) p.depthwise_per_task = 0;
-    if (!channel_blocks_apply(spec, p)) p.channel_blocks = 1;
-    if (!stream_applies(spec, p)) p.stream_input = 0;
-    const int group_out = spec.out_channels_per_group();
-    while (p.tile_rows > 1 && grouped_nchw && !p.vectorize_channels && group_out % p.tile_rows != 0) --p.tile_rows;
-    p.parallel_rows = std::max(1, std::min(p.parallel_rows, spec.out_h() * spec.n));
-    return p;
-}
-
 // A record tuned for fewer threads may split the image into too few parallel tasks for this many
 // (a 1-thread winner often makes the whole image one task, leaving the other threads idle): split
 // the rows so that each thread gets at least two tasks, keeping whole register tiles of rows.
@@ -330,8 +311,9 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
         return out;
     }
     if (nearest) {
-        out.params = adapt(ScheduleParams::parse(nearest->schedule), spec);
-        out.params.vector_width = heuristic_schedule(spec, isa).vector_width;
+        ScheduleParams neighbour = ScheduleParams::parse(nearest->schedule);
+        neighbour.vector_width = heuristic_schedule(spec, isa).vector_width;
+        out.params = adapt_to_spec(neighbour, spec);
         out.source = ScheduleSource::Neighbour;
         out.detail = "db " + db_path + ": from '" + nearest->spec + "'";
     }

@@ -270,4 +270,22 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     return p;
 }
 
+ScheduleParams adapt_to_spec(ScheduleParams p, const LayerSpec &spec) {
+    if (!p.autoscheduler.empty()) return p;
+    if (p.vectorize_channels && !channel_vectorization_supported(spec, p.vector_width)) {
+        // Along x, tile_rows counts output channels instead of a row's pixels.
+        p.vectorize_channels = 0;
+        p.tile_rows = std::min(p.tile_rows, max_tile_rows(spec, p));
+    }
+    const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
+    if (!grouped_nchw || along_channels(spec, p)) p.parallel_channels = 0;
+    if (spec.kind == LayerKind::Conv) p.depthwise_per_task = 0;
+    if (!channel_blocks_apply(spec, p)) p.channel_blocks = 1;
+    if (!stream_applies(spec, p)) p.stream_input = 0;
+    const int group_out = spec.out_channels_per_group();
+    while (p.tile_rows > 1 && grouped_nchw && !p.vectorize_channels && group_out % p.tile_rows != 0) --p.tile_rows;
+    p.parallel_rows = std::max(1, std::min(p.parallel_rows, spec.out_h() * spec.n));
+    return p;
+}
+
 }  // namespace convgen

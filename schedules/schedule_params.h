@@ -114,6 +114,11 @@ int max_tile_rows(const LayerSpec &spec, const ScheduleParams &params);
 // most c2). The blocked weight layout is blocked by this, so both come from here.
 int output_channel_tile(const LayerSpec &spec, const ScheduleParams &params);
 
+// Another layer's (or target's) parameters made valid for `spec` at their vector width: knobs its
+// shape does not support are turned off or clamped (channel vectorisation, channel tasks, the
+// depthwise per task, channel_blocks, stream, tile rows that must divide a group).
+ScheduleParams adapt_to_spec(ScheduleParams p, const LayerSpec &spec);
+
 // Default parameters chosen from the spec and ISA family (no layer names, only sizes).
 ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa);
 

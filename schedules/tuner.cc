@@ -110,7 +110,6 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     return q;
 }
 
-
 class Progress {
 public:
     Progress(std::ostream &log, bool tty) : log_(log), tty_(tty) {}
@@ -133,8 +132,6 @@ private:
 
 ScheduleParams seed_from_other_isa(ScheduleParams q, const LayerSpec &spec, IsaFamily isa, int vector_width) {
     q.vector_width = vector_width;
-    if (q.vectorize_channels && !channel_vectorization_supported(spec, vector_width)) q.vectorize_channels = 0;
-    q.tile_rows = std::min(q.tile_rows, max_tile_rows(spec, q));
     const int registers = register_count(isa);
     auto accumulators = [&] { return q.tile_vectors * q.tile_rows * (q.flat_rows ? 1 : q.tile_y); };
     while (accumulators() > registers - 4 && (q.tile_vectors > 1 || q.tile_rows > 1 || q.tile_y > 1)) {
@@ -146,9 +143,7 @@ ScheduleParams seed_from_other_isa(ScheduleParams q, const LayerSpec &spec, IsaF
             q.tile_rows = (q.tile_rows + 1) / 2;
         }
     }
-    if (!channel_blocks_apply(spec, q)) q.channel_blocks = 1;
-    if (!stream_applies(spec, q)) q.stream_input = 0;
-    return q;
+    return adapt_to_spec(q, spec);  // after the cut: it only lowers tile_rows, so the tile still fits
 }
 
 std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const LayerSpec &spec, IsaFamily isa, int threads) {
@@ -386,24 +381,26 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
         // this ISA), and Halide's autoschedulers. The texts are copied first:
         // storing a record replaces the database's record storage.
         compile_now(heuristic);
-        std::vector<std::string> earlier;
+        std::vector<std::string> earlier, other_targets;
         if (existing) earlier.push_back(existing->schedule);
         for (const ScheduleRecord &r : db.records()) {
-            if (r.spec == spec.to_string() && r.target == opt.target && r.threads != opt.threads) earlier.push_back(r.schedule);
+            if (r.spec != spec.to_string()) continue;
+            if (r.target == opt.target && r.threads != opt.threads) earlier.push_back(r.schedule);
+            if (r.target != opt.target && r.threads == opt.threads) other_targets.push_back(r.schedule);
         }
-        const size_t this_isa = earlier.size();
-        for (const ScheduleRecord &r : db.records()) {
-            if (r.spec == spec.to_string() && r.target != opt.target && r.threads == opt.threads) earlier.push_back(r.schedule);
-        }
-        for (size_t i = 0; i < earlier.size(); ++i) {
+        auto seed = [&](const std::string &text, bool other_target) {
             try {
-                ScheduleParams prev = ScheduleParams::parse(earlier[i]);
-                if (!prev.autoscheduler.empty() && i >= this_isa) continue;
-                if (i >= this_isa) prev = seed_from_other_isa(prev, spec, opt.isa, heuristic.vector_width);
+                ScheduleParams prev = ScheduleParams::parse(text);
+                if (other_target) {
+                    if (!prev.autoscheduler.empty()) return;  // measured here anyway
+                    prev = seed_from_other_isa(prev, spec, opt.isa, heuristic.vector_width);
+                }
                 if (!seen.count(prev.to_string())) compile_now(prev);
             } catch (const Error &) {
             }
-        }
+        };
+        for (const std::string &text : earlier) seed(text, false);
+        for (const std::string &text : other_targets) seed(text, true);
         if (opt.autoschedulers) {
             for (int a = 0; a < 3; ++a) {
                 if ((stop && *stop) || seconds_since(layer_start) > layer_budget) break;
