@@ -35,6 +35,22 @@ VectorTile vector_tile(int extent, int vector_width, int max_vectors) {
     return {vector_width * std::max(1, std::min(max_vectors, extent / vector_width)), vector_width};
 }
 
+// The depthwise stage's tile along an NCHW row: up to 4 vectors, chosen to cover the row with the
+// fewest vectors computed, counting half a vector per tile for reloading the tile's k*k weights.
+// Tiles are ShiftInwards (the depthwise buffer's rows stay exactly out_w wide, which flat_rows
+// needs), so a tile wider than the row's remainder recomputes pixels: four-vector tiles over a
+// 28-wide row compute 48 pixels, two-vector tiles 32.
+VectorTile depthwise_row_tile(int out_w, int vector_width) {
+    if (out_w < vector_width) return {out_w, out_w};
+    int best = 1;
+    double best_cost = 0;
+    for (int t = 1; t <= 4 && t * vector_width <= out_w; ++t) {
+        const double cost = ceil_div(out_w, t * vector_width) * (t + 0.5);
+        if (t == 1 || cost <= best_cost) best = t, best_cost = cost;
+    }
+    return {best * vector_width, vector_width};
+}
+
 // Output rows per parallel task (parallel_rows, at most the image).
 int task_rows(const ScheduleParams &p, const LayerSpec &s) { return std::max(1, std::min(p.parallel_rows, s.out_h())); }
 
@@ -354,7 +370,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     if (s.layout == Layout::NCHW) {
         // Depthwise tile: up to 4 vectors of one row, all k*k taps unrolled, in registers.
         const VectorTile dtx = round_up_rows ? VectorTile{p.vector_width, p.vector_width}
-                                             : vector_tile(s.out_w(), p.vector_width, 4);
+                                             : depthwise_row_tile(s.out_w(), p.vector_width);
         a.depthwise.split(a.x, dxo, dxi, dtx.size, TailStrategy::ShiftInwards);
         vectorize_tile(a.depthwise, dxi, dtx.lanes, TailStrategy::ShiftInwards);
         a.dw_acc.compute_at(a.depthwise, dxo);

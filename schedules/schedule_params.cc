@@ -173,6 +173,49 @@ WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &para
     return WeightLayout::output_blocked(tile);
 }
 
+namespace {
+
+// A register tiling scored by the heuristic: tv vectors x tr rows (x ty output rows along x).
+struct Choice {
+    double score = -1;
+    int tv = 1, tr = 1, ty = 1;
+};
+
+// FMAs per cycle of a register tile of `fmas` accumulators fed by `operands` loads and broadcasts
+// per reduction step (2 FMAs and 2 loads per cycle), times the fraction of the computed elements
+// that are wanted (`useful`).
+double tile_score(double useful, int fmas, int operands) {
+    const double cycles = std::max(double(fmas), double(operands)) / 2.0 + 0.5;
+    return useful * fmas / cycles;
+}
+
+// NCHW flat_rows (see ScheduleParams): ty output rows form one run of ty * out_w pixels, cut into
+// register tiles of tv vectors (RoundUp) x tr channels. The run should be whole tiles: one row of
+// 28 pixels in tiles of 16 computes 32, four rows (112) compute exactly 112 (mbv1_b6-like layers
+// 1.17x at 1 thread on AVX2). Equal scores go to the longer run, which reads each pointwise weight
+// once per run. The rows must also split the image evenly (ShiftInwards recomputes the rest).
+Choice best_flat_tile(const LayerSpec &spec, int V, int registers) {
+    Choice best;
+    const int w = spec.out_w(), h = spec.out_h();
+    for (int ty = 1; ty <= std::min(8, h); ++ty) {
+        for (int tv = 1; tv <= 4; ++tv) {
+            for (int tr = 1; tr <= std::min(spec.c2, 12); ++tr) {
+                // Accumulators, the tile's input vectors (reused across its channels), one broadcast.
+                if (tv * tr + tv + 1 > registers) break;
+                const int run = ty * w, tile = tv * V;
+                if (tile > run) break;
+                const double useful = double(run) / (ceil_div(run, tile) * tile) * double(spec.c2) /
+                                      (ceil_div(spec.c2, tr) * tr) * double(h) / (ceil_div(h, ty) * ty);
+                const double score = tile_score(useful, tv * tr, tv + tr);
+                if (score >= best.score - 1e-9) best = {score, tv, tr, ty};
+            }
+        }
+    }
+    return best;
+}
+
+}  // namespace
+
 ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     ScheduleParams p;
     switch (isa) {
@@ -196,10 +239,6 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     // in registers (tr broadcasts when rows hold them, else tv weight vectors). With `y_extent`
     // (NCHW along x) the tile may also hold ty output rows: each broadcast weight then feeds
     // tv*ty input vectors, which are the operands held (see accumulate_along_x).
-    struct Choice {
-        double score = -1;
-        int tv = 1, tr = 1, ty = 1;
-    };
     auto best_tile = [&](int vec_extent, int row_extent, bool rows_hold_registers, bool rows_within_group, int y_extent) {
         Choice best;
         for (int ty = 1; ty <= std::max(1, std::min(4, y_extent)); ++ty) {
@@ -241,6 +280,18 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
         p.tile_vectors = channels ? along_c.tv : along_x.tv;
         p.tile_rows = channels ? along_c.tr : along_x.tr;
         p.tile_y = channels ? 1 : along_x.ty;
+        // flat_rows only where rows along x waste lanes and hold over two vectors: measured at 1
+        // thread on AVX2 (interleaved A/B against along x), rows of 28 gained 1.09-1.28x (mbv1_b4,
+        // mbv1_b6, mbv1_batch8), while rows of 7 and 14 and rows of whole vectors (40, 112) lost
+        // 0.64-0.89x even where the model scored flat higher.
+        const bool rows_waste_lanes = spec.out_w() % V != 0 && spec.out_w() > 2 * V;
+        const Choice flat = flat_rows_supported(spec) && rows_waste_lanes ? best_flat_tile(spec, V, registers) : Choice{};
+        if (!channels && flat.score > along_x.score + 1e-9) {
+            p.flat_rows = 1;
+            p.tile_vectors = flat.tv;
+            p.tile_rows = flat.tr;
+            p.tile_y = flat.ty;
+        }
         // Grouped convs whose group input (zero-padded) fits comfortably in L2: one task per
         // channel tile over the whole image, staging just that group (measured 1.3-2x faster on
         // depthwise and 4-channel groups; slower once the staged group spills out of L2).

@@ -231,6 +231,21 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
             q.tile_y = std::min(8, p.parallel_rows);
             add(q);
         }
+        // The shortest flat run that is whole pixel tiles (RoundUp computes the rest: one 28-pixel
+        // row in tiles of 16 computes 32, four rows exactly 112), in tasks of whole runs.
+        if (p.flat_rows) {
+            const int tile = p.tile_vectors * p.vector_width;
+            for (int ty = 1; ty <= std::min(8, spec.out_h()); ++ty) {
+                if (ty * spec.out_w() % tile != 0) continue;
+                if (ty != p.tile_y) {
+                    q = p;
+                    q.tile_y = ty;
+                    q.parallel_rows = std::min(spec.out_h() * spec.n, ceil_div(p.parallel_rows, ty) * ty);
+                    add(q);
+                }
+                break;
+            }
+        }
     }
     return out;
 }

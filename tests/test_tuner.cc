@@ -304,6 +304,30 @@ TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
         EXPECT_EQ(q.vectorize_channels, 0) << q.to_string();
 }
 
+// NCHW dwconv rows that waste lanes along x (28 pixels = 3.5 vectors of 8) get flat pixel runs of
+// whole register tiles from the heuristic, in tasks of whole runs; rows of whole vectors stay
+// along x. From a flat schedule whose run is not whole tiles, the tuner proposes the shortest run
+// that is.
+TEST(Tuner, FlatRunsAreWholeRegisterTiles) {
+    const LayerSpec rows28 = parse_layer_spec("dwconv c1=256 c2=256 h=28 w=28 k=3");
+    const ScheduleParams h = heuristic_schedule(rows28, IsaFamily::AVX2);
+    EXPECT_EQ(h.flat_rows, 1) << h.to_string();
+    EXPECT_EQ(h.tile_y * 28 % (h.tile_vectors * h.vector_width), 0) << h.to_string();
+    EXPECT_EQ(h.parallel_rows % h.tile_y, 0) << h.to_string();
+    EXPECT_LE(h.tile_vectors * h.tile_rows + h.tile_vectors + 1, 16) << h.to_string();
+    EXPECT_EQ(heuristic_schedule(parse_layer_spec("dwconv c1=32 c2=64 h=112 w=112 k=3"), IsaFamily::AVX2).flat_rows, 0);
+
+    const ScheduleParams one_row = ScheduleParams::parse("vec=8 tile_vectors=2 tile_rows=6 parallel_rows=2 channels=0 channel_tasks=0 dw_per_task=0 flat=1");
+    bool proposed = false;
+    for (const auto &q : schedule_mutations(one_row, rows28, IsaFamily::AVX2, 1)) {
+        if (q.flat_rows && q.tile_vectors == 2 && q.tile_rows == 6 && q.tile_y == 4) {
+            proposed = true;
+            EXPECT_EQ(q.parallel_rows, 4) << q.to_string();
+        }
+    }
+    EXPECT_TRUE(proposed);
+}
+
 // A winner from the AVX-512 host seeds an AVX2 search: its structure is kept, its vector width
 // becomes AVX2's and its 32-accumulator tile is cut to fit 16 registers; a grouped conv whose
 // 4-channel groups hold no 8-lane vector goes along x, with a channel tile inside one group.
