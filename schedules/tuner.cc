@@ -390,17 +390,18 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
             }
         };
 
-        // Seeds: the heuristic, a previous (interrupted) run's best, this target's winners for
-        // other thread counts (a 2-thread run starts from the 1-thread tile; its mutations then
-        // adjust the parallel split), this thread count's winners on other targets (fitted to
-        // this ISA), and Halide's autoschedulers. The texts are copied first:
+        // Seeds: the heuristic, a previous (interrupted) run's best, this target's winners on
+        // other CPU models (the same ISA on another microarchitecture: a good start, not a
+        // result) and for other thread counts (a 2-thread run starts from the 1-thread tile; its
+        // mutations then adjust the parallel split), this thread count's winners on other
+        // targets (fitted to this ISA), and Halide's autoschedulers. The texts are copied first:
         // storing a record replaces the database's record storage.
         compile_now(heuristic);
         std::vector<std::string> earlier, other_targets;
         if (existing) earlier.push_back(existing->schedule);
         for (const ScheduleRecord &r : db.records()) {
             if (r.spec != spec.to_string()) continue;
-            if (r.target == opt.target && r.threads != opt.threads) earlier.push_back(r.schedule);
+            if (r.target == opt.target && (r.threads != opt.threads || r.cpu != cpu)) earlier.push_back(r.schedule);
             if (r.target != opt.target && r.threads == opt.threads) other_targets.push_back(r.schedule);
         }
         auto seed = [&](const std::string &text, bool other_target) {

@@ -355,6 +355,23 @@ TEST(Tuner, SeedsFromAnotherIsaFitItsRegisterFile) {
 
 // The heuristic gives a grouped conv that runs along channels one task per group (channel blocks),
 // with enough row blocks for 16 tasks; an along-x or dense conv keeps row tasks only.
+TEST(Tuner, HeuristicTasksDivideTheImageWhenRowTilesGuardTheLastTask) {
+    for (const char *text : {"dwconv n=8 c1=256 c2=256 h=28 w=28 k=3", "dwconv n=4 c1=64 c2=64 h=27 w=27 k=3",
+                             "conv n=8 c1=64 c2=64 h=28 w=28 k=3", "dwconv n=1 c1=256 c2=256 h=56 w=56 k=3"}) {
+        const LayerSpec spec = parse_layer_spec(text);
+        for (IsaFamily isa : {IsaFamily::AVX2, IsaFamily::AVX512}) {
+            const ScheduleParams p = heuristic_schedule(spec, isa);
+            if (p.tile_y <= 1 || p.parallel_channels) continue;
+            EXPECT_EQ(spec.out_h() % p.parallel_rows, 0) << text << ": " << p.to_string();
+            EXPECT_EQ(p.parallel_rows % p.tile_y == 0 || p.parallel_rows == spec.out_h(), true) << text << ": " << p.to_string();
+        }
+    }
+    // mbv1_batch8's shape: 8 rows a task (16 tasks wanted from 224 rows) become 4, whole tiles of 4 rows.
+    const ScheduleParams b8 = heuristic_schedule(parse_layer_spec("dwconv n=8 c1=256 c2=256 h=28 w=28 k=3"), IsaFamily::AVX512);
+    EXPECT_EQ(b8.tile_y, 4) << b8.to_string();
+    EXPECT_EQ(b8.parallel_rows, 4) << b8.to_string();
+}
+
 TEST(Tuner, HeuristicGivesGroupedConvsAlongChannelsOneTaskPerGroup) {
     const LayerSpec grouped = parse_layer_spec("conv c1=64 c2=64 h=28 w=28 k=3 g=2 layout=nhwc");
     const ScheduleParams g = heuristic_schedule(grouped, IsaFamily::AVX512);
@@ -376,8 +393,13 @@ TEST(Tuner, HeuristicGivesGroupedConvsAlongChannelsOneTaskPerGroup) {
     EXPECT_EQ(channel_blocks_of(dense, b), 1);
 }
 
-// Tuning on the host, templates only (the autoschedulers take seconds per layer).
+// Tuning on the host, templates only (the autoschedulers take seconds per layer), measured at 1
+// thread as `convgen tune` does for the records' key: tune_suite leaves the thread pool to its
+// caller. (Left at the machine's core count, the kernels' buffers are read by Halide's workers,
+// whose hand-off back to the caller ThreadSanitizer cannot see: a race report on every buffer
+// the tuner frees, seen on 2026-12-03 in the TSan stage.)
 TuneOptions host_options(const std::string &db_path, double budget_seconds) {
+    set_num_threads(1);
     TuneOptions opt;
     opt.db_path = db_path;
     opt.target = canonical_target("host");
@@ -428,6 +450,44 @@ TEST(Tuner, TunesStoresAndResumes) {
     // A second run finds both layers tuned and skips them.
     const auto again = tune_suite(specs, opt, jit_compile_fn(), log, nullptr);
     EXPECT_TRUE(again[0].skipped && again[1].skipped);
+    std::remove(db_path.c_str());
+}
+
+TEST(Tuner, SeedsFromThisTargetOnAnotherCpuModel) {
+    // A checked-in database tuned on another CPU with the same ISA: its winner is measured here
+    // as a seed, and the result is stored as a new record for this CPU beside the old one.
+    const std::string db_path = temp_path("other_cpu.json");
+    std::remove(db_path.c_str());
+    TuneOptions opt = host_options(db_path, 3);
+    const LayerSpec spec = parse_layer_spec("conv name=o c1=16 c2=16 h=12 w=12 k=3");
+    const ScheduleParams heuristic = heuristic_schedule(spec, opt.isa);
+    ScheduleParams other = heuristic;
+    other.parallel_rows = heuristic.parallel_rows == 1 ? 2 : 1;
+    ASSERT_NE(other.to_string(), heuristic.to_string());
+    ScheduleRecord r;
+    r.spec = spec.to_string();
+    r.target = opt.target;
+    r.threads = 1;
+    r.schedule = other.to_string();
+    r.median_ms = 1;
+    r.cpu = "Some Other CPU";
+    r.complete = true;
+    ScheduleDb::update(db_path, [&](ScheduleDb &d) { d.upsert(r); });
+
+    std::set<std::string> compiled;
+    CompileFn fn = [&](const LayerSpec &s, const ScheduleParams &p) {
+        compiled.insert(p.to_string());
+        return jit_compile_fn()(s, p);
+    };
+    std::ostringstream log;
+    const auto results = tune_suite({spec}, opt, fn, log, nullptr);
+    ASSERT_EQ(results.size(), 1u);
+    EXPECT_FALSE(results[0].skipped) << "a record from another CPU is not this host's result";
+    EXPECT_EQ(compiled.count(other.to_string()), 1u) << log.str();
+    const ScheduleDb stored = ScheduleDb::load(db_path);
+    EXPECT_EQ(stored.records().size(), 2u);
+    ASSERT_NE(stored.find_exact(spec.to_string(), opt.target, 1, "Some Other CPU"), nullptr);
+    ASSERT_NE(stored.find_exact(spec.to_string(), opt.target, 1, host_cpu_model()), nullptr);
     std::remove(db_path.c_str());
 }
 
