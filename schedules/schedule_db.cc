@@ -242,6 +242,26 @@ const char *schedule_source_name(ScheduleSource s) {
     return "?";
 }
 
+// The ISA family a Halide target string names, read from its tokens as isa_family_of reads a
+// Halide::Target (this file is built without Halide, for the database fuzzer): arm-64 is NEON,
+// x86-64 with avx512 or avx512_skylake AVX-512, with avx2 AVX2, anything else generic.
+static IsaFamily isa_family_of_target_string(const std::string &target) {
+    std::vector<std::string> tokens;
+    size_t start = 0;
+    while (start <= target.size()) {
+        const size_t end = std::min(target.find('-', start), target.size());
+        tokens.push_back(target.substr(start, end - start));
+        start = end + 1;
+    }
+    auto has = [&](const char *t) { return std::find(tokens.begin(), tokens.end(), t) != tokens.end(); };
+    if (tokens.size() >= 2 && tokens[0] == "arm" && tokens[1] == "64") return IsaFamily::NEON;
+    if (tokens.size() >= 2 && tokens[0] == "x86" && tokens[1] == "64") {
+        if (has("avx512") || has("avx512_skylake")) return IsaFamily::AVX512;
+        if (has("avx2")) return IsaFamily::AVX2;
+    }
+    return IsaFamily::Generic;
+}
+
 ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path, const LayerSpec &spec,
                                const std::string &target, IsaFamily isa, int threads) {
     ScheduleLookup out;
@@ -260,15 +280,28 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
         if (r.spec != key || r.target != target) continue;
         if (!best || rank(r) < rank(*best)) best = &r;
     }
+    // Else a record for another target string of the same ISA family: an AOT build's AVX-512
+    // variant (`...-avx512-avx512_skylake`) and the JIT on the same host (`...-avx512_sapphirerapids`,
+    // the host's full feature list) run the same templates with the same vector width and
+    // register file, so the JIT-tuned record is a fallback for the AOT variant (marked as such).
+    bool other_target = false;
+    if (!best) {
+        for (const auto &r : db->records()) {
+            if (r.spec != key || isa_family_of_target_string(r.target) != isa) continue;
+            if (!best || rank(r) < rank(*best)) best = &r;
+        }
+        other_target = best != nullptr;
+    }
     if (best) {
         out.params = ScheduleParams::parse(best->schedule);
-        const bool foreign = best->cpu != cpu || best->convgen_version != cv || best->halide_version != hv;
+        const bool foreign = other_target || best->cpu != cpu || best->convgen_version != cv || best->halide_version != hv;
         out.source = foreign ? ScheduleSource::TunedOtherHost : ScheduleSource::Tuned;
         char buf[256];
         std::snprintf(buf, sizeof buf, "%.4g ms at %d thread(s) on %s, convgen %s, Halide %s%s", best->median_ms, best->threads,
                       best->cpu.c_str(), best->convgen_version.c_str(), best->halide_version.c_str(),
                       best->complete ? "" : ", tuning incomplete");
         out.detail = "db " + db_path + ": " + buf;
+        if (other_target) out.detail += "; tuned for target " + best->target;
         if (best->threads < threads) {
             const int before = out.params.parallel_rows;
             if (ensure_parallel_tasks(out.params, spec, threads)) {

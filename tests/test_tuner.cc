@@ -177,6 +177,37 @@ TEST(ScheduleDb, LookupPrefersThisHostThenFallsBackThenNeighbours) {
     EXPECT_EQ(l.source, ScheduleSource::Heuristic);
 }
 
+// An AOT build's AVX-512 variant has a shorter target string than the JIT's on the same host:
+// a record tuned for the JIT's target is its marked fallback, never one of another ISA family.
+TEST(ScheduleDb, LookupFallsBackToAnotherTargetOfTheSameIsaFamily) {
+    const std::string jit_target = "x86-64-linux-avx-avx2-avx512-avx512_cannonlake-avx512_sapphirerapids-avx512_skylake-f16c-fma-sse41";
+    const std::string aot_target = "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41";
+    const std::string tuned = "vec=16 tile_vectors=2 tile_rows=8 parallel_rows=4 channels=0 channel_tasks=0 dw_per_task=0";
+    ScheduleDb db;
+    ScheduleRecord r = make_record("conv c1=64 c2=64 h=56 w=56 k=3", tuned, 1.0, host_cpu_model());
+    r.target = jit_target;
+    db.upsert(r);
+    const LayerSpec spec = parse_layer_spec("conv c1=64 c2=64 h=56 w=56 k=3");
+    ScheduleLookup l = lookup_schedule(&db, "db.json", spec, jit_target, IsaFamily::AVX512, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Tuned);
+    l = lookup_schedule(&db, "db.json", spec, aot_target, IsaFamily::AVX512, 1);
+    EXPECT_EQ(l.source, ScheduleSource::TunedOtherHost);
+    EXPECT_EQ(l.params.to_string(), tuned);
+    EXPECT_NE(l.detail.find("tuned for target " + jit_target), std::string::npos) << l.detail;
+    // An exact record for the AOT target wins over the other target's.
+    r.target = aot_target;
+    r.schedule = "vec=16 tile_vectors=1 tile_rows=8 parallel_rows=2 channels=0 channel_tasks=0 dw_per_task=0";
+    db.upsert(r);
+    l = lookup_schedule(&db, "db.json", spec, aot_target, IsaFamily::AVX512, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Tuned);
+    EXPECT_EQ(l.params.to_string(), r.schedule);
+    // Another ISA family does not take either (16-lane vectors on an AVX2 variant).
+    l = lookup_schedule(&db, "db.json", spec, "x86-64-linux-avx-avx2-f16c-fma-sse41", IsaFamily::AVX2, 1);
+    EXPECT_NE(l.source, ScheduleSource::Tuned);
+    EXPECT_NE(l.source, ScheduleSource::TunedOtherHost);
+    EXPECT_EQ(l.params.vector_width, 8);
+}
+
 // A 1-thread winner that makes the whole image one task would leave other threads idle: looked up
 // for more threads, its rows are split (whole tile_y tiles) and explain's detail says so.
 TEST(ScheduleDb, LookupForMoreThreadsSplitsSingleTaskSchedules) {
