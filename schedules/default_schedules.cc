@@ -217,6 +217,24 @@ int tile_y_for(const ScheduleParams &p, int rows) { return std::max(1, std::min(
 // the output would differ from run to run. GuardWithIf gives every row to exactly one task.
 TailStrategy task_tail(int tile_y) { return tile_y > 1 ? TailStrategy::GuardWithIf : TailStrategy::ShiftInwards; }
 
+// The parallel tasks `t` over the row blocks `yo` (of `rows` rows, split with task_tail(ty)) of
+// every image: one loop, the row blocks fused with the batch. Where the image's last row block is
+// guarded and there is a batch, the fused loop's row block is t % blocks, and Halide 14 does not
+// partition the task loop around that guard: every task then ran the guarded loops, whose register
+// tile is a dynamically sized accumulator in memory. There the images are a parallel loop of their
+// own around the row blocks' (nested parallel loops), and the row block loop is partitioned into
+// unguarded tasks and the last one (as at batch 1). mbv1_batch8's shape with 8 rows a task and
+// row tiles of 4, 1 thread, same host: 31 ms fused, 12-13 ms nested (8-11 ms with 4 rows a task,
+// which divide the image; the heuristic prefers those, see heuristic_schedule).
+void make_row_tasks(LayerAlgorithm &a, const Var &yo, const Var &t, int rows, int ty) {
+    const bool guarded = ty > 1 && a.spec.out_h() % rows != 0;
+    if (guarded && a.spec.n > 1) {
+        a.output.rename(yo, t).parallel(a.n);
+    } else {
+        a.output.fuse(yo, a.n, t);
+    }
+}
+
 // NCHW with flat_rows (see ScheduleParams): tasks of `parallel_rows` rows, row tiles of tile_y
 // rows (`yt`). Per row tile, `acc` covers all output channels: its tile_y rows are fused into one
 // run of pixels, cut into register tiles of tile_vectors vectors x tile_rows channels; the pixel
@@ -232,9 +250,9 @@ void tile_flat_rows(LayerAlgorithm &a, const ScheduleParams &p, Func acc, const 
     Var yo("yo"), yi("yi"), yr("yr");
     a.output.split(a.y, yo, yi, rows, task_tail(ty))
         .split(yi, yt, yr, ty, TailStrategy::ShiftInwards)
-        .reorder(a.x, yr, a.c, yt, yo, a.n)
-        .fuse(yo, a.n, t)
-        .parallel(t);
+        .reorder(a.x, yr, a.c, yt, yo, a.n);
+    make_row_tasks(a, yo, t, rows, ty);
+    a.output.parallel(t);
     if (s.out_w() >= V) a.output.vectorize(a.x, V, TailStrategy::ShiftInwards);
 
     // The pixel run is rounded up to whole register tiles (RoundUp, here and in the pure
@@ -288,8 +306,8 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
             ty = tile_y_for(p, rows);
             a.output.split(a.y, yo, yi, rows, task_tail(ty))
                 .split(yi, yt, yr, ty, TailStrategy::ShiftInwards)
-                .reorder(xi, ci, yr, xo, yt, co, yo, a.n)
-                .fuse(yo, a.n, t);
+                .reorder(xi, ci, yr, xo, yt, co, yo, a.n);
+            make_row_tasks(a, yo, t, rows, ty);
         }
         a.output.parallel(t).unroll(ci).unroll(yr);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
@@ -344,7 +362,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         if (channel_blocks_of(s, p) > 1) {
             split_channel_tiles_into_tasks(a, p, co, ceil_div(s.c2, tc), {xi, ci, yr, xo, yi}, {}, yo, t);
         } else {
-            a.output.fuse(yo, a.n, t);
+            make_row_tasks(a, yo, t, rows, ty);
         }
         a.output.parallel(t).unroll(ci).unroll(yr);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);

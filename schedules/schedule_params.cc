@@ -319,11 +319,12 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     // A task holds whole register tiles of rows (a task's rows bound the tile, see tile_y_for).
     if (p.tile_y > 1 && !p.parallel_channels) p.parallel_rows = std::min(spec.out_h(), ceil_div(p.parallel_rows, p.tile_y) * p.tile_y);
     // With row tiles (tile_y > 1) the image's last task is guarded (GuardWithIf, see task_tail)
-    // when its rows do not divide the image. Tasks fused with the batch cannot be partitioned
-    // around that guard, so every task of a batch runs the guarded loops: mbv1_batch8's shape
-    // measured 26 ms with 8 rows per task against 5.3 ms with 4 (1 thread, 28 rows; 0.74 vs
-    // 0.64 ms at batch 1). Prefer tasks that divide the image: the most rows up to the
-    // heuristic's count that are whole row tiles, else (batch > 1) one image per task.
+    // when its rows do not divide the image; its register tiles are then dynamically sized
+    // accumulators in memory (see make_row_tasks, which keeps a batch's other tasks unguarded).
+    // mbv1_batch8's shape measured 26 ms with 8 rows per task against 5.3 ms with 4 when every
+    // task of the batch ran guarded (1 thread, 28 rows; 0.74 vs 0.64 ms at batch 1). Prefer tasks
+    // that divide the image: the most rows up to the heuristic's count that are whole row tiles,
+    // else (batch > 1) one image per task.
     if (p.tile_y > 1 && !p.parallel_channels && spec.out_h() % p.parallel_rows != 0) {
         int rows = 0;
         for (int d = p.parallel_rows; d >= p.tile_y && rows == 0; --d) {

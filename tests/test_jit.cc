@@ -302,6 +302,26 @@ TEST(Jit, StreamInputStagesRowsAsTheyAreConsumed) {
     EXPECT_NE(ScheduleParams::parse("vec=16 stream=1").to_string().find("stream=1"), std::string::npos);
 }
 
+TEST(Jit, GuardedRowTasksOfABatchNestInsideAParallelImageLoop) {
+    CompileOptions o;
+    o.has_schedule = true;
+    o.schedule = ScheduleParams::parse("vec=8 tile_vectors=1 tile_rows=3 parallel_rows=4 tile_y=2");
+    // 13 rows in tasks of 4 rows: the last task is guarded, so a batch's images get their own loop.
+    for (const char *text : {"dwconv n=2 c1=11 c2=21 h=13 w=27 k=3", "conv n=3 c1=8 c2=8 h=13 w=20 k=3"}) {
+        const std::string nest = explain(parse_layer_spec(text), o);
+        const size_t images = nest.find("parallel n in"), rows = nest.find("parallel y.yo.t in");
+        ASSERT_NE(images, std::string::npos) << text << "\n" << nest;
+        ASSERT_NE(rows, std::string::npos) << text << "\n" << nest;
+        EXPECT_LT(images, rows) << text << "\n" << nest;
+    }
+    // Tasks that divide the image, or one image: the row blocks and images are one fused loop.
+    for (const char *text : {"dwconv n=2 c1=11 c2=21 h=12 w=27 k=3", "dwconv n=1 c1=11 c2=21 h=13 w=27 k=3"}) {
+        const std::string nest = explain(parse_layer_spec(text), o);
+        EXPECT_EQ(nest.find("parallel n in"), std::string::npos) << text << "\n" << nest;
+        EXPECT_NE(nest.find("parallel y.yo.t in"), std::string::npos) << text << "\n" << nest;
+    }
+}
+
 TEST(Jit, ExplainWorksForForeignTargets) {
     CompileOptions arm;
     arm.target = "arm-64-linux";

@@ -184,6 +184,23 @@ std::vector<ScheduleCase> schedule_cases() {
                 p.depthwise_per_task = variant == 2 && std::string(s).rfind("dwconv", 0) == 0;
                 cases.push_back({s, p});
             }
+    // Batches whose image's last row block is guarded (tile_y > 1, tasks that do not divide the
+    // image): the images are then a parallel loop around the row blocks' (make_row_tasks). Plain
+    // and strided convs along x, dwconv per row tile and per task, flat rows (dwconv and 1x1).
+    for (const char *s : {"conv n=2 c1=6 c2=10 h=9 w=29 k=3", "conv n=3 c1=8 c2=12 h=13 w=11 k=3 s=2 act=relu",
+                          "dwconv n=2 c1=11 c2=21 h=13 w=27 k=3", "dwconv n=3 c1=6 c2=9 h=7 w=7 k=5 act=tanh",
+                          "conv n=2 c1=12 c2=17 h=9 w=14 k=1 p=0 act=silu"})
+        for (int variant = 0; variant < 3; ++variant) {
+            ScheduleParams p;
+            p.vector_width = 8;
+            p.tile_vectors = 1 + variant % 2;
+            p.tile_rows = 3;
+            p.tile_y = 2;
+            p.parallel_rows = 4;
+            p.depthwise_per_task = variant == 1 && std::string(s).rfind("dwconv", 0) == 0;
+            p.flat_rows = variant == 2;
+            cases.push_back({s, p});
+        }
     // Flattened row tiles (flat_rows): row widths that are not a multiple of the vector, pixel
     // runs rounded up into the next row (and past the image), tasks and row tiles that do not
     // divide the image, channel tiles that do not divide c2; dwconv and 1x1 convs.
