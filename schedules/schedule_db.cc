@@ -235,7 +235,7 @@ const char *schedule_source_name(ScheduleSource s) {
     switch (s) {
     case ScheduleSource::Given: return "given";
     case ScheduleSource::Tuned: return "tuned";
-    case ScheduleSource::TunedOtherHost: return "tuned on another CPU or version (fallback)";
+    case ScheduleSource::TunedOtherHost: return "tuned on another CPU, version or target (fallback)";
     case ScheduleSource::Neighbour: return "adapted from the nearest tuned layer";
     case ScheduleSource::Heuristic: return "heuristic";
     }

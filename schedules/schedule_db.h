@@ -61,7 +61,8 @@ private:
     std::vector<ScheduleRecord> records_;
 };
 
-// What a lookup found, for explain and logs.
+// What a lookup found, for explain and logs. TunedOtherHost: a record from another CPU model,
+// convgen or Halide version, or another target string of the same ISA family (a fallback).
 enum class ScheduleSource { Given, Tuned, TunedOtherHost, Neighbour, Heuristic };
 const char *schedule_source_name(ScheduleSource s);
 
@@ -72,8 +73,8 @@ struct ScheduleLookup {
 };
 
 // The schedule for `spec` on `target`: the database's record for this CPU model and version
-// (threads: the closest count), else one from another CPU/version (marked as a fallback), else
-// the nearest tuned neighbour (same kind, k, s, layout; closest channels and size) with its
+// (threads: the closest count), else one from another CPU/version, else one for another target
+// string of the same ISA family (both marked as a fallback), else the nearest tuned neighbour (same kind, k, s, layout; closest channels and size) with its
 // parameters adapted to this spec, else the heuristic.
 ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path, const LayerSpec &spec,
                                const std::string &target, IsaFamily isa, int threads);

@@ -9,7 +9,7 @@ echo "$out"
 expect() {
     if ! grep -qF -- "$1" <<< "$out"; then echo "FAIL: expected '$1' in the output" >&2; exit 1; fi
 }
-expect "schedule vec=8 tile_vectors=1 tile_rows=3 parallel_rows=2 channels=0 channel_tasks=0 dw_per_task=0 (tuned on another CPU or version (fallback): db "
-expect "schedule vec=8 tile_vectors=1 tile_rows=2 parallel_rows=2 channels=0 channel_tasks=0 dw_per_task=1 (tuned on another CPU or version (fallback): db "
+expect "schedule vec=8 tile_vectors=1 tile_rows=3 parallel_rows=2 channels=0 channel_tasks=0 dw_per_task=0 (tuned on another CPU, version or target (fallback): db "
+expect "schedule vec=8 tile_vectors=1 tile_rows=2 parallel_rows=2 channels=0 channel_tasks=0 dw_per_task=1 (tuned on another CPU, version or target (fallback): db "
 expect "(adapted from the nearest tuned layer: db "
 expect "3 kernel runs, 0 failures"
