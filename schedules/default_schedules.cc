@@ -7,19 +7,14 @@
 #include <thread>
 
 #include "runtime/errors.h"
+#include "schedules/schedule_db.h"
 
 namespace convgen {
 
 using namespace Halide;
 
-IsaFamily isa_family_of(const Target &target) {
-    if (target.arch == Target::ARM && target.bits == 64) return IsaFamily::NEON;
-    if (target.arch == Target::X86) {
-        if (target.has_feature(Target::AVX512_Skylake) || target.has_feature(Target::AVX512)) return IsaFamily::AVX512;
-        if (target.has_feature(Target::AVX2)) return IsaFamily::AVX2;
-    }
-    return IsaFamily::Generic;
-}
+// One reading of targets for the JIT, the AOT generator and the schedule database's lookup.
+IsaFamily isa_family_of(const Target &target) { return isa_family_of_target_string(target.to_string()); }
 
 namespace {
 

@@ -242,10 +242,7 @@ const char *schedule_source_name(ScheduleSource s) {
     return "?";
 }
 
-// The ISA family a Halide target string names, read from its tokens as isa_family_of reads a
-// Halide::Target (this file is built without Halide, for the database fuzzer): arm-64 is NEON,
-// x86-64 with avx512 or avx512_skylake AVX-512, with avx2 AVX2, anything else generic.
-static IsaFamily isa_family_of_target_string(const std::string &target) {
+IsaFamily isa_family_of_target_string(const std::string &target) {
     std::vector<std::string> tokens;
     size_t start = 0;
     while (start <= target.size()) {

@@ -61,6 +61,11 @@ private:
     std::vector<ScheduleRecord> records_;
 };
 
+// The ISA family a Halide target string names, read from its tokens (this file is built without
+// Halide, for the database fuzzer; isa_family_of(Halide::Target) reads the same string): arm-64 is
+// NEON, x86-64 with avx512 or avx512_skylake AVX-512, with avx2 AVX2, anything else generic.
+IsaFamily isa_family_of_target_string(const std::string &target);
+
 // What a lookup found, for explain and logs. TunedOtherHost: a record from another CPU model,
 // convgen or Halide version, or another target string of the same ISA family (a fallback).
 enum class ScheduleSource { Given, Tuned, TunedOtherHost, Neighbour, Heuristic };
@@ -74,7 +79,8 @@ struct ScheduleLookup {
 
 // The schedule for `spec` on `target`: the database's record for this CPU model and version
 // (threads: the closest count), else one from another CPU/version, else one for another target
-// string of the same ISA family (both marked as a fallback), else the nearest tuned neighbour (same kind, k, s, layout; closest channels and size) with its
+// string of the same ISA family (both marked as a fallback), else the nearest tuned neighbour
+// (same kind, k, s, layout; closest channels and size) with its
 // parameters adapted to this spec, else the heuristic.
 ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path, const LayerSpec &spec,
                                const std::string &target, IsaFamily isa, int threads);
