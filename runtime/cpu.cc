@@ -26,6 +26,11 @@ uint64_t xgetbv0() {
 void detect_x86(HostCpu &cpu) {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    // Display family and model as Linux's /proc/cpuinfo prints them: the extended fields count
+    // only for family 15 (family) and families 6 and 15+ (model).
+    const unsigned base_family = (a >> 8) & 0xf, base_model = (a >> 4) & 0xf;
+    const unsigned family = base_family == 0xf ? base_family + ((a >> 20) & 0xff) : base_family;
+    const unsigned model_number = (base_family == 6 || base_family == 0xf) ? base_model | (((a >> 16) & 0xf) << 4) : base_model;
     const bool sse41 = c & bit_SSE4_1, fma = c & bit_FMA, f16c = c & bit_F16C, avx = c & bit_AVX;
     const bool osxsave = c & bit_OSXSAVE;
     if (sse41) cpu.features.insert("sse41");
@@ -50,12 +55,14 @@ void detect_x86(HostCpu &cpu) {
                 if (b & bit) cpu.features.insert(name);
             }
             // What Halide 14's host target checks for avx512_cannonlake (IFMA, VBMI) and
-            // avx512_sapphirerapids (AVX-VNNI and AVX512-BF16, leaf 7 subleaf 1).
+            // avx512_sapphirerapids (AVX512-VNNI, leaf 7 ECX bit 11, and AVX512-BF16, leaf 7
+            // subleaf 1). Not AVX-VNNI (subleaf 1 EAX bit 4): a Zen 4 has none, and Halide 14
+            // still gives it the sapphirerapids target (seen on an AMD EPYC family 25 model 17).
             if (b & bit_AVX512IFMA) cpu.features.insert("avx512ifma");
             if (c & bit_AVX512VBMI) cpu.features.insert("avx512vbmi");
+            if (c & (1u << 11)) cpu.features.insert("avx512vnni");
             if (max_subleaf >= 1) {
                 __cpuid_count(7, 1, a, b, c, d);
-                if (a & (1u << 4)) cpu.features.insert("avxvnni");
                 if (a & (1u << 5)) cpu.features.insert("avx512bf16");
             }
         }
@@ -74,6 +81,10 @@ void detect_x86(HostCpu &cpu) {
         const auto first = model.find_first_not_of(' '), last = model.find_last_not_of(' ');
         cpu.model = first == std::string::npos ? "" : model.substr(first, last - first + 1);
     }
+    // VMs often hide the brand string's model number ("AMD EPYC" for Zen 3, 4 and 5 alike): the
+    // family and model tell CPUs apart whose tuned schedules differ.
+    cpu.model += (cpu.model.empty() ? "" : " ") + ("(family " + std::to_string(family) + " model " +
+                                                    std::to_string(model_number) + ")");
 }
 #endif
 
@@ -123,7 +134,7 @@ const std::map<std::string, FeatureNeed> &feature_table() {
         {"avx512", {CpuArch::X86_64, {"avx512f", "avx512cd"}, IsaLevel::AVX512}},
         {"avx512_skylake", {CpuArch::X86_64, skylake, IsaLevel::AVX512}},
         {"avx512_cannonlake", {CpuArch::X86_64, cannonlake, IsaLevel::AVX512}},
-        {"avx512_sapphirerapids", {CpuArch::X86_64, plus(cannonlake, {"avxvnni", "avx512bf16"}), IsaLevel::AVX512}},
+        {"avx512_sapphirerapids", {CpuArch::X86_64, plus(cannonlake, {"avx512vnni", "avx512bf16"}), IsaLevel::AVX512}},
         {"arm_dot_prod", {CpuArch::ARM64, {"asimddp"}, IsaLevel::NEON}},
         {"arm_fp16", {CpuArch::ARM64, {"asimdhp"}, IsaLevel::NEON}},
         {"sve", {CpuArch::ARM64, {"sve"}, IsaLevel::NEON}},

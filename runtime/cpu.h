@@ -13,7 +13,7 @@ enum class CpuArch { X86_64, ARM64, Other };
 struct HostCpu {
     CpuArch arch = CpuArch::Other;
     std::set<std::string> features;  // lower-case names: sse41 avx avx2 fma f16c avx512f ... / asimd asimddp ...
-    std::string model;               // e.g. "AMD EPYC 7B13"; empty when unknown
+    std::string model;               // e.g. "AMD EPYC 7B13 (family 25 model 1)"; empty when unknown
 
     bool has(const std::string &f) const { return features.count(f) != 0; }
 };

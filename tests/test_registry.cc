@@ -6,6 +6,8 @@
 #include <Halide.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <string>
 
 #include "codegen/jit.h"
 #include "runtime/errors.h"
@@ -87,7 +89,12 @@ TEST(WhyNotRunnable, NamesWhatIsMissing) {
                                                        "avx512bw", "avx512dq", "avx512vl"});
     EXPECT_EQ(why_not_runnable(target_requirements(kAvx512), skylake), "");
     const std::string why_spr = why_not_runnable(target_requirements(spr), skylake);
-    for (const char *f : {"avx512ifma", "avx512vbmi", "avxvnni", "avx512bf16"}) EXPECT_NE(why_spr.find(f), std::string::npos) << why_spr;
+    for (const char *f : {"avx512ifma", "avx512vbmi", "avx512vnni", "avx512bf16"}) EXPECT_NE(why_spr.find(f), std::string::npos) << why_spr;
+    // A Zen 4 (AVX512-VNNI and AVX512-BF16, no VEX AVX-VNNI) gets Halide 14's sapphirerapids host
+    // target, so the AOT runtime must run that variant there too.
+    HostCpu zen4 = skylake;
+    for (const char *f : {"avx512ifma", "avx512vbmi", "avx512vnni", "avx512bf16"}) zen4.features.insert(f);
+    EXPECT_EQ(why_not_runnable(target_requirements(spr), zen4), "");
 }
 
 TEST(ChooseVariant, HighestRunnableLevelUnderTheCap) {
@@ -151,6 +158,26 @@ TEST(HostCpu, AgreesWithHalide) {
     EXPECT_EQ(why_not_runnable(target_requirements(host.to_string()), cpu), "");
 }
 
+
+// The CPU model that schedule records are keyed by names cpuid's family and model, as the kernel's
+// /proc/cpuinfo prints them: VMs that show every EPYC as "AMD EPYC" still tell Zen 3, 4 and 5 apart.
+TEST(HostCpu, ModelNamesFamilyAndModelAsProcCpuinfo) {
+    if (host_cpu().arch != CpuArch::X86_64) GTEST_SKIP() << "x86 check";
+    std::ifstream info("/proc/cpuinfo");
+    if (!info) GTEST_SKIP() << "no /proc/cpuinfo";
+    std::string line, family, model;
+    const auto value = [](const std::string &l) { return l.substr(l.find(':') + 2); };
+    while (std::getline(info, line) && (family.empty() || model.empty())) {
+        if (line.rfind("cpu family", 0) == 0) family = value(line);
+        if (line.rfind("model\t", 0) == 0) model = value(line);
+    }
+    ASSERT_FALSE(family.empty());
+    ASSERT_FALSE(model.empty());
+    const std::string expected = "(family " + family + " model " + model + ")";
+    const std::string &name = host_cpu().model;
+    ASSERT_GE(name.size(), expected.size());
+    EXPECT_EQ(name.substr(name.size() - expected.size()), expected) << name;
+}
 TEST(LoadKernel, FallsBackToTheLinkedJit) {
     ASSERT_TRUE(jit_available());  // this test links convgen_jit
     const LayerSpec spec = parse_layer_spec("conv c1=6 c2=10 h=9 w=7 k=3 g=2 act=silu");
