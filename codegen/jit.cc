@@ -16,6 +16,7 @@
 
 #include "codegen/jit_disk_cache.h"
 #include "dsl/algorithms.h"
+#include "runtime/cpu.h"
 #include "runtime/errors.h"
 #include "runtime/memory_budget.h"
 #include "schedules/default_schedules.h"
@@ -43,8 +44,27 @@ const Halide::Target::Feature kCpuFeatures[] = {
     Halide::Target::ARMFp16,        Halide::Target::SVE,           Halide::Target::SVE2,
 };
 
+// Halide's host target less the CPU features convgen's own cpuid check says this host cannot run.
+// Halide 14 gives avx512_sapphirerapids to any CPU with AVX512-VNNI and AVX512-BF16, but its code
+// for that target uses AVX-VNNI (VEX vpdpwssd in index arithmetic), which a Zen 4 lacks: JIT
+// kernels died with SIGILL on an AMD EPYC family 25 model 17. Features convgen does not know
+// are left as Halide detected them.
+Halide::Target jit_host_target() {
+    static const Halide::Target host = [] {
+        Halide::Target t = Halide::get_host_target();
+        const std::string base = Halide::Target(t.os, t.arch, t.bits).to_string();
+        for (auto f : kCpuFeatures) {
+            if (!t.has_feature(f)) continue;
+            const TargetRequirements need = target_requirements(base + "-" + Halide::Target::feature_to_name(f));
+            if (need.unknown.empty() && !why_not_runnable(need, host_cpu()).empty()) t = t.without_feature(f);
+        }
+        return t;
+    }();
+    return host;
+}
+
 Halide::Target parse_target(const std::string &text) {
-    if (text.empty() || text == "host") return Halide::get_host_target();
+    if (text.empty() || text == "host") return jit_host_target();
     if (!Halide::Target::validate_target_string(text)) {
         throw Error("target '" + text + "' is not a valid Halide target (e.g. x86-64-linux-avx-avx2-f16c-fma-sse41, arm-64-linux)");
     }
@@ -53,7 +73,7 @@ Halide::Target parse_target(const std::string &text) {
 
 // The JIT runs code in this process, so its target must be one the host CPU can execute.
 void check_runnable_on_host(const Halide::Target &t) {
-    const Halide::Target host = Halide::get_host_target();
+    const Halide::Target host = jit_host_target();
     if (t.arch != host.arch || t.bits != host.bits || t.os != host.os) {
         throw Error("target '" + t.to_string() + "' cannot run on this host (" + host.to_string() +
                     "); the JIT only runs host code (use the AOT generators to cross-compile)");
@@ -100,7 +120,7 @@ ScheduleParams schedule_for(const LayerSpec &spec, const CompileOptions &options
 void apply_thread_count_locked() {
     const int threads = g_requested_threads.load();
     if (threads < 0) return;
-    auto runtime = Halide::Internal::JITSharedRuntime::get(nullptr, Halide::get_host_target(), false);
+    auto runtime = Halide::Internal::JITSharedRuntime::get(nullptr, jit_host_target(), false);
     for (auto &module : runtime) {
         void *fn = module.find_symbol_by_name("halide_set_num_threads").address;
         if (fn) {
@@ -201,7 +221,7 @@ std::shared_ptr<const Kernel> load_or_build_on_disk(const LayerSpec &spec, const
 
 }  // namespace
 
-std::string host_target_string() { return Halide::get_host_target().to_string(); }
+std::string host_target_string() { return jit_host_target().to_string(); }
 
 std::string canonical_target(const std::string &target) { return parse_target(target).to_string(); }
 

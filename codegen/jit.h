@@ -22,7 +22,7 @@
 namespace convgen {
 
 struct CompileOptions {
-    std::string target;  // Halide target string; empty = the host (Halide::get_host_target())
+    std::string target;  // Halide target string; empty = the host (host_target_string())
     // Schedule parameters; when absent the heuristic for the target's ISA family is used.
     bool has_schedule = false;
     ScheduleParams schedule;

@@ -54,15 +54,15 @@ void detect_x86(HostCpu &cpu) {
             for (auto [bit, name] : avx512) {
                 if (b & bit) cpu.features.insert(name);
             }
-            // What Halide 14's host target checks for avx512_cannonlake (IFMA, VBMI) and
-            // avx512_sapphirerapids (AVX512-VNNI, leaf 7 ECX bit 11, and AVX512-BF16, leaf 7
-            // subleaf 1). Not AVX-VNNI (subleaf 1 EAX bit 4): a Zen 4 has none, and Halide 14
-            // still gives it the sapphirerapids target (seen on an AMD EPYC family 25 model 17).
+            // What code for avx512_cannonlake (IFMA, VBMI) and avx512_sapphirerapids (AVX-VNNI
+            // and AVX512-BF16, leaf 7 subleaf 1) may use. Halide 14's host target asks for
+            // AVX512-VNNI instead of AVX-VNNI and so gives sapphirerapids to a Zen 4, whose
+            // kernels then die on a VEX vpdpwssd: the JIT's host target drops it (jit_host_target).
             if (b & bit_AVX512IFMA) cpu.features.insert("avx512ifma");
             if (c & bit_AVX512VBMI) cpu.features.insert("avx512vbmi");
-            if (c & (1u << 11)) cpu.features.insert("avx512vnni");
             if (max_subleaf >= 1) {
                 __cpuid_count(7, 1, a, b, c, d);
+                if (a & (1u << 4)) cpu.features.insert("avxvnni");
                 if (a & (1u << 5)) cpu.features.insert("avx512bf16");
             }
         }
@@ -134,7 +134,7 @@ const std::map<std::string, FeatureNeed> &feature_table() {
         {"avx512", {CpuArch::X86_64, {"avx512f", "avx512cd"}, IsaLevel::AVX512}},
         {"avx512_skylake", {CpuArch::X86_64, skylake, IsaLevel::AVX512}},
         {"avx512_cannonlake", {CpuArch::X86_64, cannonlake, IsaLevel::AVX512}},
-        {"avx512_sapphirerapids", {CpuArch::X86_64, plus(cannonlake, {"avx512vnni", "avx512bf16"}), IsaLevel::AVX512}},
+        {"avx512_sapphirerapids", {CpuArch::X86_64, plus(cannonlake, {"avxvnni", "avx512bf16"}), IsaLevel::AVX512}},
         {"arm_dot_prod", {CpuArch::ARM64, {"asimddp"}, IsaLevel::NEON}},
         {"arm_fp16", {CpuArch::ARM64, {"asimdhp"}, IsaLevel::NEON}},
         {"sve", {CpuArch::ARM64, {"sve"}, IsaLevel::NEON}},
