@@ -161,9 +161,6 @@ TEST(HostCpu, AgreesWithHalide) {
     } else {
         EXPECT_EQ(host_target_string(), host.without_feature(Halide::Target::AVX512_SapphireRapids).to_string());
     }
-    if (!cpu.has("avxvnni")) {
-        EXPECT_EQ(host_target_string().find("avx512_sapphirerapids"), std::string::npos);
-    }
 }
 
 // The CPU model that schedule records are keyed by names cpuid's family and model, as the kernel's
