@@ -130,6 +130,14 @@ private:
 
 }  // namespace
 
+bool uniformly_slower(const std::vector<double> &before, const std::vector<double> &after, double factor) {
+    if (before.empty() || before.size() != after.size()) return false;
+    for (size_t i = 0; i < before.size(); ++i) {
+        if (!(after[i] > factor * before[i])) return false;
+    }
+    return true;
+}
+
 ScheduleParams seed_from_other_isa(ScheduleParams q, const LayerSpec &spec, IsaFamily isa, int vector_width) {
     q.vector_width = vector_width;
     const int registers = register_count(isa);
@@ -472,8 +480,9 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
         std::optional<ScheduleParams> current = pick_next();
         std::future<std::shared_ptr<const Kernel>> compiling;
         if (current) compiling = start_compile(*current);
-        // The search stops a little early: the final re-measurement must fit in the layer's budget too.
-        const double search_budget = layer_budget * 0.95 - 0.5;
+        // The search stops a little early: the final re-measurement (about a second for five
+        // leaders, more when it is repeated) must fit in the layer's budget too.
+        const double search_budget = layer_budget * 0.95 - std::min(1.5, 0.1 * layer_budget);
         while (current && !(stop && *stop) && seconds_since(layer_start) < search_budget) {
             std::shared_ptr<const Kernel> kernel;
             std::string error;
@@ -513,16 +522,33 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
             results.push_back(result);
             continue;
         }
-        std::map<Measured *, std::vector<double>> samples;
+        // Each leader gets about 40 ms of runs per round (at least 5). A final round that is a
+        // fraction of that (it was 15 runs, 2.4 ms, for a 0.16 ms kernel) is one disturbance away
+        // from a wrong winner: a 2-thread run on a 2-core VM once re-measured every leader at its
+        // 1-thread speed (0.31 ms against 0.16 ms in the search) and stored the heuristic.
+        std::vector<double> search_ms;
+        for (Measured *m : leaders) search_ms.push_back(m->median_ms);
+        const double t = leaders.front()->median_ms;
+        const int reps = std::clamp(static_cast<int>(40.0 / std::max(t, 1e-3)), 5, 200);
         Tensor out(spec.output_shape());
-        for (int round = 0; round < 5; ++round) {
-            for (Measured *m : leaders) {
-                const double t = leaders.front()->median_ms;
-                const int reps = std::clamp(static_cast<int>(40.0 / std::max(t, 1e-3)), 3, 15);
-                for (double v : time_runs(*m->kernel, bench, m->packed, out, reps)) samples[m].push_back(v);
+        std::vector<double> final_ms;
+        for (int attempt = 1;; ++attempt) {
+            std::map<Measured *, std::vector<double>> samples;
+            for (int round = 0; round < 5; ++round) {
+                for (Measured *m : leaders) {
+                    for (double v : time_runs(*m->kernel, bench, m->packed, out, reps)) samples[m].push_back(v);
+                }
             }
+            std::vector<double> now;
+            for (Measured *m : leaders) now.push_back(median_of(samples[m]));
+            // Keep the attempt whose fastest leader is fastest: a busy machine slows every leader.
+            if (final_ms.empty() || *std::min_element(now.begin(), now.end()) < *std::min_element(final_ms.begin(), final_ms.end()))
+                final_ms = now;
+            if (attempt == 3 || (stop && *stop) || !uniformly_slower(search_ms, final_ms, 1.25)) break;
+            progress.event(label + " every leader re-measured over 1.25x slower than in the search (machine busy?): re-measuring");
+            std::this_thread::sleep_for(std::chrono::seconds(1));
         }
-        for (Measured *m : leaders) m->median_ms = median_of(samples[m]);
+        for (size_t i = 0; i < leaders.size(); ++i) leaders[i]->median_ms = final_ms[i];
         Measured *winner = *std::min_element(leaders.begin(), leaders.end(), [](auto a, auto b) { return a->median_ms < b->median_ms; });
         result.heuristic_ms = heur ? heur->median_ms : 0;
         result.tuned_ms = winner->median_ms;

@@ -53,6 +53,11 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
 // width, the register tile shrunk to fit its register file, knobs its template ignores reset.
 ScheduleParams seed_from_other_isa(ScheduleParams q, const LayerSpec &spec, IsaFamily isa, int vector_width);
 
+// Whether every time in `after` exceeds `factor` times its counterpart in `before` (same
+// length, non-empty): the tuner's final re-measurement then says more about the machine (another
+// process took a core) than about the schedules, and is repeated.
+bool uniformly_slower(const std::vector<double> &before, const std::vector<double> &after, double factor);
+
 // The deterministic slice of `specs` that shard i of N tunes.
 std::vector<LayerSpec> shard_of(const std::vector<LayerSpec> &specs, int index, int count);
 

@@ -256,6 +256,15 @@ TEST(Tuner, DurationsAndShards) {
     EXPECT_THROW(shard_of(specs, 0, 0), Error);
 }
 
+TEST(Tuner, FinalRoundIsRepeatedOnlyWhenEveryLeaderSlowedDown) {
+    // A busy machine slows every leader; one slower leader is a measurement of that schedule.
+    EXPECT_TRUE(uniformly_slower({0.16, 0.17, 0.21}, {0.31, 0.30, 0.33}, 1.25));
+    EXPECT_FALSE(uniformly_slower({0.16, 0.17, 0.21}, {0.31, 0.18, 0.33}, 1.25));
+    EXPECT_FALSE(uniformly_slower({0.16, 0.17}, {0.19, 0.20}, 1.25));
+    EXPECT_FALSE(uniformly_slower({}, {}, 1.25));
+    EXPECT_FALSE(uniformly_slower({0.16}, {0.31, 0.30}, 1.25));
+}
+
 TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
     const LayerSpec spec = parse_layer_spec("dwconv c1=64 c2=64 h=28 w=28 k=3");
     ScheduleParams p = heuristic_schedule(spec, IsaFamily::AVX512);
