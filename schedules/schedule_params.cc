@@ -18,6 +18,16 @@ const char *isa_family_name(IsaFamily f) {
     return "?";
 }
 
+std::vector<int> vector_widths(IsaFamily isa) {
+    switch (isa) {
+    case IsaFamily::AVX512: return {16, 8};
+    case IsaFamily::AVX2: return {8};
+    case IsaFamily::NEON: return {4};
+    case IsaFamily::Generic: return {4};
+    }
+    return {4};
+}
+
 const std::vector<std::string> &halide_autoschedulers() {
     static const std::vector<std::string> names = {"Mullapudi2016", "Li2018", "Adams2019"};
     return names;
@@ -218,12 +228,7 @@ Choice best_flat_tile(const LayerSpec &spec, int V, int registers) {
 
 ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     ScheduleParams p;
-    switch (isa) {
-    case IsaFamily::AVX512: p.vector_width = 16; break;
-    case IsaFamily::AVX2: p.vector_width = 8; break;
-    case IsaFamily::NEON: p.vector_width = 4; break;
-    case IsaFamily::Generic: p.vector_width = 4; break;
-    }
+    p.vector_width = vector_widths(isa).front();
     // Vector registers: 16 on AVX2 and SSE, 32 on AVX-512 and NEON. A tile of tv vectors x tr rows
     // holds tv*tr accumulators, plus the operands of the innermost (unrolled) dimension that are
     // reused across the other one (tr broadcast weights in NCHW, tv weight vectors in NHWC),

@@ -16,7 +16,7 @@ enum class IsaFamily { Generic, AVX2, AVX512, NEON };
 const char *isa_family_name(IsaFamily f);
 
 struct ScheduleParams {
-    // Vector lanes of float32 (8 on AVX2, 16 on AVX-512, 4 on NEON).
+    // Vector lanes of float32: 8 on AVX2, 4 on NEON, 16 or 8 on AVX-512 (see vector_widths).
     int vector_width = 8;
     // Register tile: vectors along the vectorised dimension x rows/channels of accumulators.
     int tile_vectors = 1;
@@ -71,6 +71,14 @@ struct ScheduleParams {
     static ScheduleParams parse(const std::string &text);
     bool operator==(const ScheduleParams &o) const { return to_string() == o.to_string(); }
 };
+
+// The vector widths the templates take on an ISA family, the heuristic's first: AVX-512 16 (zmm) or
+// 8 (ymm, still with 32 registers), AVX2 8, NEON 4. A CPU that splits 512-bit FMAs in two halves (the
+// AMD EPYC Zen 4 here: the same FMA peak with 256- and 512-bit vectors) wastes fewer lanes with 8 on
+// rows of 56 or 40 pixels (resnext_g32's 56-wide rows: 7 vectors of 8 against 4 of 16, 1.08x at 1
+// thread); one with two 512-bit FMA units loses half its peak. Only the tuner, which measures,
+// picks 8 there.
+std::vector<int> vector_widths(IsaFamily isa);
 
 // The autoschedulers a ScheduleParams may name: Mullapudi2016, Li2018, Adams2019.
 const std::vector<std::string> &halide_autoschedulers();

@@ -85,7 +85,7 @@ bool evaluate(const std::shared_ptr<const Kernel> &kernel, const LayerBench &b, 
 
 int register_count(IsaFamily isa) { return (isa == IsaFamily::AVX2 || isa == IsaFamily::Generic) ? 16 : 32; }
 
-// A random point of the template space (the vector width stays the ISA's).
+// A random point of the template space (the vector width stays the base's).
 ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, IsaFamily isa, std::mt19937 &rng) {
     auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
     ScheduleParams q = base;
@@ -227,6 +227,17 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         ScheduleParams q = p;
         q.stream_input ^= 1;
         add(q);
+    }
+    // The ISA's other vector width (AVX-512: 8 or 16 lanes), with the register tile's vectors kept
+    // and with them scaled to cover the same pixels or channels.
+    for (int width : vector_widths(isa)) {
+        if (width == p.vector_width) continue;
+        ScheduleParams q = p;
+        q.vector_width = width;
+        add(adapt_to_spec(q, spec));
+        q.tile_vectors = width < p.vector_width ? p.tile_vectors * (p.vector_width / width)
+                                                : std::max(1, p.tile_vectors / (width / p.vector_width));
+        if (q.tile_vectors != p.tile_vectors) add(adapt_to_spec(q, spec));
     }
     if (flat_rows_supported(spec)) {
         ScheduleParams q = p;

@@ -208,6 +208,34 @@ TEST(ScheduleDb, LookupFallsBackToAnotherTargetOfTheSameIsaFamily) {
     EXPECT_EQ(l.params.vector_width, 8);
 }
 
+// AVX-512 kernels may use 8-lane vectors (vector_widths): this host's record and a neighbour keep
+// them; another CPU model's record gets 16 lanes back over the same pixels, and explain says so.
+TEST(ScheduleDb, NarrowVectorsAreKeptOnlyForTheCpuTheyWereTunedOn) {
+    const std::string target = "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41";
+    const std::string narrow = "vec=8 tile_vectors=7 tile_rows=4 parallel_rows=10 channels=0 channel_tasks=1 dw_per_task=0";
+    const LayerSpec spec = parse_layer_spec("conv c1=128 c2=128 h=56 w=56 k=3 g=32");
+    ScheduleRecord r = make_record(spec.to_string(), narrow, 1.0, host_cpu_model());
+    r.target = target;
+    ScheduleDb db;
+    db.upsert(r);
+    ScheduleLookup l = lookup_schedule(&db, "db.json", spec, target, IsaFamily::AVX512, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Tuned);
+    EXPECT_EQ(l.params.to_string(), narrow);
+    l = lookup_schedule(&db, "db.json", parse_layer_spec("conv c1=128 c2=128 h=48 w=48 k=3 g=32"), target, IsaFamily::AVX512, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Neighbour);
+    EXPECT_EQ(l.params.vector_width, 8);
+
+    r.cpu = "some other CPU";
+    ScheduleDb other;
+    other.upsert(r);
+    l = lookup_schedule(&other, "db.json", spec, target, IsaFamily::AVX512, 1);
+    EXPECT_EQ(l.source, ScheduleSource::TunedOtherHost);
+    EXPECT_EQ(l.params.vector_width, 16);
+    EXPECT_EQ(l.params.tile_vectors, 3);  // 7 vectors of 8 -> 3 of 16
+    EXPECT_EQ(l.params.tile_rows, 4);
+    EXPECT_NE(l.detail.find("vec 8 -> 16"), std::string::npos) << l.detail;
+}
+
 // A 1-thread winner that makes the whole image one task would leave other threads idle: looked up
 // for more threads, its rows are split (whole tile_y tiles) and explain's detail says so.
 TEST(ScheduleDb, LookupForMoreThreadsSplitsSingleTaskSchedules) {
@@ -339,6 +367,29 @@ TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
         blocks.insert(q.channel_blocks);
     }
     EXPECT_EQ(blocks, (std::set<int>{1, 2, 4, 8}));
+    // AVX-512 also proposes 8-lane vectors (the same tile, and one covering the same pixels), and
+    // back; AVX2 keeps its 8.
+    const LayerSpec g32 = parse_layer_spec("conv c1=128 c2=128 h=56 w=56 k=3 g=32");
+    ScheduleParams wide = heuristic_schedule(g32, IsaFamily::AVX512);
+    wide.vectorize_channels = 0;
+    wide.tile_y = 1;
+    wide.tile_vectors = 2;
+    wide.tile_rows = 4;
+    std::set<int> narrow_tiles;
+    for (const auto &q : schedule_mutations(wide, g32, IsaFamily::AVX512, 1)) {
+        if (q.vector_width == 8) narrow_tiles.insert(q.tile_vectors);
+    }
+    EXPECT_EQ(narrow_tiles, (std::set<int>{2, 4}));
+    ScheduleParams narrow = wide;
+    narrow.vector_width = 8;
+    narrow.tile_vectors = 7;
+    std::set<int> wide_tiles;
+    for (const auto &q : schedule_mutations(narrow, g32, IsaFamily::AVX512, 1)) {
+        if (q.vector_width == 16) wide_tiles.insert(q.tile_vectors);
+    }
+    EXPECT_EQ(wide_tiles, (std::set<int>{3, 7}));
+    for (const auto &q : schedule_mutations(heuristic_schedule(g32, IsaFamily::AVX2), g32, IsaFamily::AVX2, 1))
+        EXPECT_EQ(q.vector_width, 8) << q.to_string();
     const LayerSpec six = parse_layer_spec("conv c1=12 c2=12 h=16 w=16 k=3 g=2");
     for (const auto &q : schedule_mutations(heuristic_schedule(six, IsaFamily::AVX512), six, IsaFamily::AVX512, 1))
         EXPECT_EQ(q.vectorize_channels, 0) << q.to_string();
