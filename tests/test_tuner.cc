@@ -375,19 +375,19 @@ TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
     wide.tile_y = 1;
     wide.tile_vectors = 2;
     wide.tile_rows = 4;
-    std::set<int> narrow_tiles;
-    for (const auto &q : schedule_mutations(wide, g32, IsaFamily::AVX512, 1)) {
-        if (q.vector_width == 8) narrow_tiles.insert(q.tile_vectors);
-    }
-    EXPECT_EQ(narrow_tiles, (std::set<int>{2, 4}));
+    // The tile_vectors of the mutations of `p` to `width` lanes.
+    auto tiles_at_width = [&](const ScheduleParams &p, int width) {
+        std::set<int> tiles;
+        for (const auto &q : schedule_mutations(p, g32, IsaFamily::AVX512, 1)) {
+            if (q.vector_width == width) tiles.insert(q.tile_vectors);
+        }
+        return tiles;
+    };
+    EXPECT_EQ(tiles_at_width(wide, 8), (std::set<int>{2, 4}));
     ScheduleParams narrow = wide;
     narrow.vector_width = 8;
     narrow.tile_vectors = 7;
-    std::set<int> wide_tiles;
-    for (const auto &q : schedule_mutations(narrow, g32, IsaFamily::AVX512, 1)) {
-        if (q.vector_width == 16) wide_tiles.insert(q.tile_vectors);
-    }
-    EXPECT_EQ(wide_tiles, (std::set<int>{3, 7}));
+    EXPECT_EQ(tiles_at_width(narrow, 16), (std::set<int>{3, 7}));
     for (const auto &q : schedule_mutations(heuristic_schedule(g32, IsaFamily::AVX2), g32, IsaFamily::AVX2, 1))
         EXPECT_EQ(q.vector_width, 8) << q.to_string();
     const LayerSpec six = parse_layer_spec("conv c1=12 c2=12 h=16 w=16 k=3 g=2");
