@@ -96,8 +96,8 @@ void vectorize_tile(StageOrFunc &s, const VarOrRVar &v, int lanes, TailStrategy 
 // (`padded`) are computed once per task and the reduction reads them with strided vector loads
 // (two loads and a deinterleaving shuffle per input vector, shared by the tile's output
 // channels). Splitting the phases into a buffer first was a second pass over the input, 14% of
-// resnext_g32_s2's samples; without it the layer took 0.386 against 0.400 ms and yolo_g4_s2 0.711
-// against 0.729 ms (1 thread, tuned schedules, interleaved). Not with stream_input (the sliding
+// resnext_g32_s2's samples; without it, same tuned schedules, interleaved, 5 rounds: resnext_g32_s2
+// 1.037x / 1.045x, yolo_g4_s2 1.016x / 1.038x at 1 / 2 threads. Not with stream_input (the sliding
 // window is over `staged`) nor rows narrower than a vector (padded then stays inline), and not
 // for dwconv, whose depthwise stage schedules `staged` itself.
 bool reads_padded_rows_strided(const LayerSpec &s, const ScheduleParams &p) {

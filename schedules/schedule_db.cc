@@ -302,12 +302,9 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
         // A narrower vector than the ISA's first width pays only on CPUs that split wide FMAs (see
         // vector_widths); another CPU model's record gets the first width back, over the same pixels.
         const int preferred = vector_widths(isa).front();
-        if (best->cpu != cpu && out.params.autoscheduler.empty() && out.params.vector_width < preferred &&
-            preferred % out.params.vector_width == 0) {
+        if (best->cpu != cpu && out.params.autoscheduler.empty() && out.params.vector_width < preferred) {
             const int before = out.params.vector_width;
-            out.params.tile_vectors = std::max(1, out.params.tile_vectors * before / preferred);
-            out.params.vector_width = preferred;
-            out.params = adapt_to_spec(out.params, spec);
+            out.params = with_vector_width(out.params, preferred, spec);
             out.detail += "; vec " + std::to_string(before) + " -> " + std::to_string(preferred) + " (another CPU's choice)";
         }
         if (best->threads < threads) {
@@ -354,9 +351,7 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
     if (nearest) {
         ScheduleParams neighbour = ScheduleParams::parse(nearest->schedule);
         const std::vector<int> widths = vector_widths(isa);
-        if (std::find(widths.begin(), widths.end(), neighbour.vector_width) == widths.end()) {
-            neighbour.vector_width = heuristic_schedule(spec, isa).vector_width;
-        }
+        if (std::find(widths.begin(), widths.end(), neighbour.vector_width) == widths.end()) neighbour.vector_width = widths.front();
         out.params = adapt_to_spec(neighbour, spec);
         out.source = ScheduleSource::Neighbour;
         out.detail = "db " + db_path + ": from '" + nearest->spec + "'";

@@ -341,6 +341,12 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
     return p;
 }
 
+ScheduleParams with_vector_width(ScheduleParams p, int width, const LayerSpec &spec) {
+    p.tile_vectors = std::max(1, p.tile_vectors * std::max(1, p.vector_width) / std::max(1, width));
+    p.vector_width = width;
+    return adapt_to_spec(p, spec);
+}
+
 ScheduleParams adapt_to_spec(ScheduleParams p, const LayerSpec &spec) {
     if (!p.autoscheduler.empty()) return p;
     if (p.vectorize_channels && !channel_vectorization_supported(spec, p.vector_width)) {

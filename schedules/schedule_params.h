@@ -80,6 +80,10 @@ struct ScheduleParams {
 // picks 8 there.
 std::vector<int> vector_widths(IsaFamily isa);
 
+// `p` at `width` lanes, its register tile's vectors scaled to cover the same pixels (or channels),
+// made valid for `spec` (adapt_to_spec).
+ScheduleParams with_vector_width(ScheduleParams p, int width, const LayerSpec &spec);
+
 // The autoschedulers a ScheduleParams may name: Mullapudi2016, Li2018, Adams2019.
 const std::vector<std::string> &halide_autoschedulers();
 

@@ -235,9 +235,8 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         ScheduleParams q = p;
         q.vector_width = width;
         add(adapt_to_spec(q, spec));
-        q.tile_vectors = width < p.vector_width ? p.tile_vectors * (p.vector_width / width)
-                                                : std::max(1, p.tile_vectors / (width / p.vector_width));
-        if (q.tile_vectors != p.tile_vectors) add(adapt_to_spec(q, spec));
+        const ScheduleParams same_pixels = with_vector_width(p, width, spec);
+        if (same_pixels.tile_vectors != p.tile_vectors) add(same_pixels);
     }
     if (flat_rows_supported(spec)) {
         ScheduleParams q = p;
