@@ -98,12 +98,11 @@ void vectorize_tile(StageOrFunc &s, const VarOrRVar &v, int lanes, TailStrategy 
 // channels). Splitting the phases into a buffer first was a second pass over the input, 14% of
 // resnext_g32_s2's samples; without it, same tuned schedules, interleaved, 5 rounds: resnext_g32_s2
 // 1.037x / 1.045x, yolo_g4_s2 1.016x / 1.038x at 1 / 2 threads. Not with stream_input (the sliding
-// window is over `staged`) nor rows narrower than a vector (padded then stays inline).
-// A dwconv's strided depthwise stage reads them the same way (streaming, the window is then over
-// `padded`): mbv1_b2 1.039x / 1.075x, mbv1_b4 1.027x / 1.019x at 1 / 2 threads, interleaved, 3 rounds.
+// window is over `staged`) nor rows narrower than a vector (padded then stays inline), and not
+// for dwconv, whose depthwise stage schedules `staged` itself.
 bool reads_padded_rows_strided(const LayerSpec &s, const ScheduleParams &p) {
-    if (s.layout != Layout::NCHW || s.s == 1 || s.w + 2 * s.p < p.vector_width) return false;
-    return s.kind == LayerKind::DepthwisePointwise || !(stream_applies(s, p) && p.stream_input);
+    return s.kind == LayerKind::Conv && s.layout == Layout::NCHW && s.s > 1 && s.w + 2 * s.p >= p.vector_width &&
+           !(stream_applies(s, p) && p.stream_input);
 }
 
 // Stages the task's zero-padded input (`staged`) once per parallel task, vectorised along its
@@ -383,13 +382,11 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     }
     stage_input(a, p, t);
 
-    const bool reads_padded = reads_padded_rows_strided(s, p);
     if (stream_applies(s, p) && p.stream_input) {
-        Func rows_read = reads_padded ? a.padded : a.staged;
         if (p.depthwise_per_task) {
-            rows_read.compute_at(a.depthwise, a.c);
+            a.staged.compute_at(a.depthwise, a.c);
         } else {
-            rows_read.store_at(a.output, t).compute_at(a.output, row_tile);  // sliding window
+            a.staged.store_at(a.output, t).compute_at(a.output, row_tile);  // sliding window
         }
     }
     // Per row tile (yi: tile_y rows in NCHW along x, one row otherwise) or per task.
@@ -398,7 +395,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     if (round_up_rows) {
         // The pointwise accumulator reads whole vector rows of the depthwise result.
         a.depthwise.bound(a.x, 0, p.vector_width);
-        if (!reads_padded) bound_staged_to_vector_rows(a, p);
+        bound_staged_to_vector_rows(a, p);
     }
     if (s.layout == Layout::NCHW) {
         // Depthwise tile: up to 4 vectors of one row, all k*k taps unrolled, in registers.
