@@ -334,6 +334,23 @@ std::vector<ScheduleCase> schedule_cases() {
             p.stream_input = 1;
             cases.push_back({s, p});
         }
+    // Strided NCHW rows whose last 16-wide tile is shifted in to x = 12 of 28 (its padded input at
+    // a 32-byte offset), one or two rows a task, streamed, the depthwise per task (with channel
+    // blocks) or per row: reading the padded rows with strided loads there made Halide 14 emit an
+    // aligned 512-bit load at that offset, which faulted (the first two dwconv variants).
+    for (const char *s : {"dwconv c1=6 c2=10 h=9 w=56 k=3 s=2 act=relu", "conv c1=4 c2=8 h=9 w=56 k=3 s=2 g=2"})
+        for (int variant = 0; variant < 4; ++variant) {
+            const bool dwconv = std::string(s).rfind("dwconv", 0) == 0;
+            ScheduleParams p;
+            p.vector_width = 16;
+            p.tile_vectors = variant < 2 ? 3 : variant - 1;
+            p.tile_rows = variant == 1 ? 6 : 3;
+            p.parallel_rows = variant == 2 ? 2 : 1;
+            p.depthwise_per_task = dwconv && variant < 3;
+            p.channel_blocks = dwconv && variant < 2 ? 2 * (variant + 1) : 1;
+            p.stream_input = 1;
+            cases.push_back({s, p});
+        }
     return cases;
 }
 
