@@ -98,8 +98,11 @@ void vectorize_tile(StageOrFunc &s, const VarOrRVar &v, int lanes, TailStrategy 
 // channels). Splitting the phases into a buffer first was a second pass over the input, 14% of
 // resnext_g32_s2's samples; without it, same tuned schedules, interleaved, 5 rounds: resnext_g32_s2
 // 1.037x / 1.045x, yolo_g4_s2 1.016x / 1.038x at 1 / 2 threads. Not with stream_input (the sliding
-// window is over `staged`) nor rows narrower than a vector (padded then stays inline), and not
-// for dwconv, whose depthwise stage schedules `staged` itself.
+// window is over `staged`) nor rows narrower than a vector (padded then stays inline). Not for
+// dwconv either: its depthwise stage reading `padded` this way (1.03-1.07x on mbv1_b2 and mbv1_b4)
+// faulted with one-row tasks whose depthwise is per task and streamed, where Halide 14 emits an
+// aligned 512-bit load at a 32-byte offset (a 16-wide tile shifted in to x = 12 of a 28-wide row);
+// KernelScheduleVariants has those schedules.
 bool reads_padded_rows_strided(const LayerSpec &s, const ScheduleParams &p) {
     return s.kind == LayerKind::Conv && s.layout == Layout::NCHW && s.s > 1 && s.w + 2 * s.p >= p.vector_width &&
            !(stream_applies(s, p) && p.stream_input);
