@@ -35,6 +35,19 @@ std::mutex &compile_mutex() {
 // -1: never set (Halide's default pool size); 0 asks Halide for its default again.
 std::atomic<int> g_requested_threads{-1};
 
+// The shared JIT runtime's halide_set_custom_do_par_for, found when the first kernel is compiled
+// (looking it up takes Halide's locks; run_parallel_loops_serially must not).
+using SetCustomDoParFor = halide_do_par_for_t (*)(halide_do_par_for_t);
+std::atomic<SetCustomDoParFor> g_jit_set_custom_do_par_for{nullptr};
+
+// Every task of a parallel loop, in order, on the calling thread.
+int do_par_for_serially(void *user_context, halide_task_t task, int min, int size, uint8_t *closure) {
+    for (int i = min; i < min + size; ++i) {
+        if (const int rc = task(user_context, i, closure)) return rc;
+    }
+    return 0;
+}
+
 // CPU features that make code unrunnable on a host that lacks them.
 const Halide::Target::Feature kCpuFeatures[] = {
     Halide::Target::SSE41,          Halide::Target::AVX,           Halide::Target::AVX2,
@@ -117,6 +130,16 @@ ScheduleParams schedule_for(const LayerSpec &spec, const CompileOptions &options
     return schedule_lookup(spec, options, target).params;
 }
 
+void remember_jit_runtime_hooks_locked() {
+    if (g_jit_set_custom_do_par_for.load()) return;
+    for (auto &module : Halide::Internal::JITSharedRuntime::get(nullptr, jit_host_target(), false)) {
+        if (void *fn = module.find_symbol_by_name("halide_set_custom_do_par_for").address) {
+            g_jit_set_custom_do_par_for = reinterpret_cast<SetCustomDoParFor>(fn);
+            return;
+        }
+    }
+}
+
 void apply_thread_count_locked() {
     const int threads = g_requested_threads.load();
     if (threads < 0) return;
@@ -152,6 +175,7 @@ std::shared_ptr<const Kernel> compile_uncached(const LayerSpec &spec, const Hali
         auto jit = std::make_shared<Halide::Internal::JITModule>(module, module.get_function_by_name("convgen_kernel"));
         auto entry = reinterpret_cast<KernelEntry>(jit->argv_function());
         apply_thread_count_locked();
+        remember_jit_runtime_hooks_locked();
         KernelInfo info{spec, target.to_string(), params.to_string(), "jit", layout};
         return std::make_shared<const Kernel>(entry, std::move(info), std::static_pointer_cast<void>(jit));
     } catch (const Halide::Error &e) {
@@ -327,6 +351,11 @@ void set_num_threads(int threads) {
     // The disk kernels' runtime, now or once it is loaded (lock-free; outside compile_mutex, which
     // the disk cache takes while it holds its own runtime lock).
     disk_cache::set_num_threads(threads);
+}
+
+void run_parallel_loops_serially() {
+    if (SetCustomDoParFor set = g_jit_set_custom_do_par_for.load()) set(do_par_for_serially);
+    disk_cache::set_custom_do_par_for(do_par_for_serially);
 }
 
 DiskCacheInfo jit_disk_cache_info() {

@@ -76,4 +76,12 @@ void write_assembly(const LayerSpec &spec, const CompileOptions &options, const 
 // Sizes the Halide thread pool of JIT-compiled kernels (0 = Halide's default: one per core).
 void set_num_threads(int threads);
 
+// For the forked child of a multi-threaded process (the tuner tries each new candidate in one):
+// makes the Halide runtimes of the kernels compiled or loaded so far run parallel loops on the
+// calling thread, task after task. The child has only the thread that forked; Halide's thread
+// pool would hand tasks to workers that are not there, and wait on its lock if a worker held it
+// at the fork. Takes no lock and allocates nothing, so it is safe to call there. Never call it in
+// a process that goes on running kernels on several threads.
+void run_parallel_loops_serially();
+
 }  // namespace convgen

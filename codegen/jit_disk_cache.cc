@@ -518,6 +518,8 @@ std::set<std::string> g_runtime_dirs;  // dirs known to hold a valid runtime ent
 // value before reading the other's, so at least one of them applies the count.
 std::atomic<SetNumThreads> g_runtime_set_num_threads{nullptr};
 std::atomic<int> g_requested_threads{-1};  // -1: never set
+using SetCustomDoParFor = DoParFor (*)(DoParFor);
+std::atomic<SetCustomDoParFor> g_runtime_set_custom_do_par_for{nullptr};  // set once the runtime is loaded
 
 // Ensures the runtime for `runtime_key` is loaded (RTLD_GLOBAL) and, when `store` is set, that
 // `dir` holds a valid copy of it. Returns "" or why the cache cannot be used for this kernel.
@@ -552,6 +554,7 @@ std::string ensure_runtime(const Request &r, bool store) {
     g_runtime.handle = handle;
     auto set_threads = reinterpret_cast<SetNumThreads>(::dlsym(handle, "halide_set_num_threads"));
     g_runtime_set_num_threads = set_threads;
+    g_runtime_set_custom_do_par_for = reinterpret_cast<SetCustomDoParFor>(::dlsym(handle, "halide_set_custom_do_par_for"));
     const int threads = g_requested_threads.load();
     if (threads >= 0 && set_threads) set_threads(threads);
     return "";
@@ -702,6 +705,10 @@ Result load_or_build(const Request &request) {
 void set_num_threads(int threads) {
     g_requested_threads = threads;
     if (SetNumThreads fn = g_runtime_set_num_threads.load()) fn(threads);
+}
+
+void set_custom_do_par_for(DoParFor fn) {
+    if (SetCustomDoParFor set = g_runtime_set_custom_do_par_for.load()) set(fn);
 }
 
 }  // namespace disk_cache

@@ -79,6 +79,13 @@ Result load_or_build(const Request &request);
 // when it is loaded). 0 = Halide's default.
 void set_num_threads(int threads);
 
+// Halide's halide_do_par_for_t, spelled out (no Halide headers here).
+using DoParFor = int (*)(void *user_context, int (*task)(void *, int, uint8_t *), int min, int size, uint8_t *closure);
+
+// Makes the loaded disk runtime (if one is loaded) hand its parallel loops to `fn`. Takes no lock
+// and allocates nothing, so a forked child of a multi-threaded process may call it.
+void set_custom_do_par_for(DoParFor fn);
+
 // xxhash64 of the bytes, as 16 lowercase hex digits.
 std::string xxh64_hex(const void *data, size_t size);
 inline std::string xxh64_hex(const std::string &s) { return xxh64_hex(s.data(), s.size()); }

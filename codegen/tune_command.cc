@@ -90,6 +90,7 @@ int cmd_tune(const TuneCommand &c) {
     parse_shard(c.shard, opt.shard_index, opt.shard_count);
     opt.autoschedulers = !c.no_autoschedulers;
     opt.progress_tty = ::isatty(2);
+    opt.prepare_forked_child = run_parallel_loops_serially;
     std::vector<LayerSpec> specs = parse_suite_file(c.suite);
     if (specs.empty()) throw Error("tune: suite '" + c.suite + "' has no layers");
     // Fail before tuning, not after: the database must be readable and its directory writable.

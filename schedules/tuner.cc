@@ -13,6 +13,15 @@
 #include <set>
 #include <sstream>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "runtime/errors.h"
 #include "runtime/reference.h"
 #include "runtime/weights.h"
@@ -62,11 +71,77 @@ std::vector<double> time_runs(const Kernel &kernel, const LayerBench &b, const P
     return ms;
 }
 
+// Runs the kernel once in a forked child and returns "" when it returned (right or wrong: the
+// caller checks the answer), else why not. Candidate kernels are generated code: one that faults
+// (Halide 14 once emitted an aligned 512-bit load at a 32-byte offset for one schedule) would end
+// the whole tuning run if it ran here first. The child runs its parallel loops on its one thread
+// (opt.prepare_forked_child), so a fault that needs two tasks racing is not seen; the same
+// memory accesses happen, in order. Exit codes: 0 returned, 3 threw (a Halide runtime error,
+// which the caller's own run reports), anything else or a signal: it crashed.
+std::string first_run_in_child(const Kernel &kernel, const LayerBench &b, const PackedWeights &packed, const TuneOptions &opt) {
+    Tensor out(b.spec.output_shape());
+    // The child holds the only write end of `exited` (close-on-exec, so the compilers the other
+    // thread starts never hold it): its exit wakes poll() at once, without polling waitpid.
+    int exited[2];
+    if (::pipe2(exited, O_CLOEXEC) != 0) throw Error(std::string("tune: cannot create a pipe to watch a candidate's process: ") + std::strerror(errno));
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        const int e = errno;
+        ::close(exited[0]);
+        ::close(exited[1]);
+        throw Error(std::string("tune: cannot fork a process to try a candidate in: ") + std::strerror(e));
+    }
+    if (pid == 0) {
+        if (opt.prepare_forked_child) opt.prepare_forked_child();
+        int rc = 0;
+        try {
+            kernel.run(b.input, packed, out);
+        } catch (...) {
+            rc = 3;
+        }
+        ::_exit(rc);  // no atexit handlers, no flushing the parent's buffered output twice
+    }
+    ::close(exited[1]);
+    const auto deadline = Clock::now() + std::chrono::duration<double>(opt.candidate_timeout_seconds);
+    bool returned = false;
+    int poll_error = 0;
+    for (;;) {
+        const double left_ms = std::chrono::duration<double, std::milli>(deadline - Clock::now()).count();
+        pollfd watch{exited[0], POLLIN, 0};
+        const int r = ::poll(&watch, 1, static_cast<int>(std::clamp(std::ceil(left_ms), 0.0, 1e9)));
+        if (r > 0) returned = true;
+        if (r < 0 && errno != EINTR) poll_error = errno;
+        if (r >= 0 || poll_error) break;
+    }
+    ::close(exited[0]);
+    if (!returned) ::kill(pid, SIGKILL);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) throw Error(std::string("tune: waitpid on a candidate's process: ") + std::strerror(errno));
+    }
+    if (poll_error) throw Error(std::string("tune: poll on a candidate's process: ") + std::strerror(poll_error));
+    if (!returned) {
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "did not finish a run in %g s (killed)", opt.candidate_timeout_seconds);
+        return buf;
+    }
+    if (WIFSIGNALED(status)) {
+        const int sig = WTERMSIG(status);
+        return "crashed: signal " + std::to_string(sig) + " (" + ::strsignal(sig) + ")";
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 3) {
+        return "crashed: exit status " + std::to_string(WEXITSTATUS(status));  // e.g. a sanitizer's report
+    }
+    return "";
+}
+
 // Compiles, checks against the reference, times. Returns false (and says why in `why`) when the
-// candidate does not compile or gives wrong answers: it is rejected, never kept.
-bool evaluate(const std::shared_ptr<const Kernel> &kernel, const LayerBench &b, Measured &m, std::string &why) {
+// candidate crashes, does not compile or gives wrong answers: it is rejected, never kept.
+bool evaluate(const std::shared_ptr<const Kernel> &kernel, const LayerBench &b, const TuneOptions &opt, Measured &m, std::string &why) {
     m.kernel = kernel;
     m.packed = kernel->pack(b.folded);
+    why = first_run_in_child(*kernel, b, m.packed, opt);
+    if (!why.empty()) return false;
     Tensor out(b.spec.output_shape());
     kernel->run(b.input, m.packed, out);
     double err = 0, limit = 0;
@@ -374,7 +449,7 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
             std::string why = compile_error;
             if (why.empty() && kernel) {
                 try {
-                    evaluate(kernel, bench, m, why);
+                    evaluate(kernel, bench, opt, m, why);
                 } catch (const Error &e) {
                     why = e.what();
                 }

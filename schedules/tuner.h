@@ -28,6 +28,12 @@ struct TuneOptions {
     bool autoschedulers = true;   // also measure Mullapudi2016, Li2018, Adams2019
     unsigned seed = 1;
     bool progress_tty = false;    // redraw one progress line (else print a line per event)
+    // Each new candidate first runs once in a forked child, so that a kernel that faults is
+    // rejected instead of ending the run. This is called first in that child: codegen's
+    // run_parallel_loops_serially (the child has one thread; the kernels' thread pool must not
+    // wait for workers that are not there). Empty: the child runs the kernel as the tuner does.
+    std::function<void()> prepare_forked_child;
+    double candidate_timeout_seconds = 60;  // a first run that takes longer is killed and rejected
 };
 
 // Compiles a spec with given parameters (throws convgen::Error when it cannot).

@@ -1,7 +1,10 @@
 // The schedule database and the autotuner (schedules/schedule_db.h, schedules/tuner.h).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <set>
@@ -501,6 +504,7 @@ TuneOptions host_options(const std::string &db_path, double budget_seconds) {
     opt.isa = isa_family_of(Halide::get_host_target());
     opt.budget_seconds = budget_seconds;
     opt.autoschedulers = false;
+    opt.prepare_forked_child = run_parallel_loops_serially;
     return opt;
 }
 
@@ -602,6 +606,51 @@ TEST(Tuner, WrongCandidatesAreRejectedNeverStored) {
     // Only the heuristic computes the right thing in this sabotaged space.
     EXPECT_EQ(rec->schedule, heuristic_schedule(spec, opt.isa).to_string());
     std::remove(db_path.c_str());
+}
+
+// Stand-ins for generated code gone wrong: a kernel that faults and one that never returns.
+int faulting_entry(void **) {
+    std::raise(SIGSEGV);
+    return 0;
+}
+int hanging_entry(void **) {
+    for (;;) ::pause();
+}
+
+// Every candidate but the heuristic is `entry`; the run survives them, rejects each with the
+// reason, and stores the heuristic.
+void expect_bad_candidates_rejected(KernelEntry entry, double timeout_seconds, const std::string &reason) {
+    const std::string db_path = temp_path("bad_kernels.json");
+    std::remove(db_path.c_str());
+    TuneOptions opt = host_options(db_path, 4);
+    opt.candidate_timeout_seconds = timeout_seconds;
+    const LayerSpec spec = parse_layer_spec("conv name=f c1=16 c2=16 h=12 w=12 k=3");
+    const ScheduleParams heuristic = heuristic_schedule(spec, opt.isa);
+    CompileFn fn = [&](const LayerSpec &s, const ScheduleParams &p) -> std::shared_ptr<const Kernel> {
+        std::shared_ptr<const Kernel> real = jit_compile_fn()(s, p);
+        if (p == heuristic) return real;
+        return std::make_shared<const Kernel>(entry, real->info(), nullptr);
+    };
+    std::ostringstream log;
+    const auto results = tune_suite({spec}, opt, fn, log, nullptr);
+    ASSERT_EQ(results.size(), 1u);
+    EXPECT_GT(results[0].candidates, 1) << log.str();
+    EXPECT_EQ(results[0].rejected, results[0].candidates - 1) << log.str();
+    EXPECT_NE(log.str().find(reason), std::string::npos) << log.str();
+    const ScheduleDb stored = ScheduleDb::load(db_path);
+    const ScheduleRecord *rec = stored.find_exact(spec.to_string(), opt.target, 1, host_cpu_model());
+    ASSERT_NE(rec, nullptr);
+    EXPECT_EQ(rec->schedule, heuristic.to_string());
+    EXPECT_TRUE(rec->complete);
+    std::remove(db_path.c_str());
+}
+
+TEST(Tuner, CrashingCandidatesAreRejectedAndTheRunGoesOn) {
+    expect_bad_candidates_rejected(faulting_entry, 60, "crashed: ");
+}
+
+TEST(Tuner, CandidatesThatNeverReturnAreKilledAndRejected) {
+    expect_bad_candidates_rejected(hanging_entry, 0.3, "did not finish a run in 0.3 s (killed)");
 }
 
 TEST(Tuner, StopFlagLeavesAValidResumableDatabase) {
