@@ -6,6 +6,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -21,9 +22,22 @@
 namespace convgen {
 namespace {
 
-std::string temp_path(const std::string &name) {
-    return ::testing::TempDir() + "convgen_test_tuner_" + std::to_string(::getpid()) + "_" + name;
-}
+std::string temp_prefix() { return "convgen_test_tuner_" + std::to_string(::getpid()) + "_"; }
+
+std::string temp_path(const std::string &name) { return ::testing::TempDir() + temp_prefix() + name; }
+
+// Removes what the tests leave in the temp directory: databases of failed tests and the lock
+// files beside every database (ScheduleDb::update keeps them, since another process may hold one).
+class RemoveTempFiles : public ::testing::Environment {
+public:
+    void TearDown() override {
+        std::error_code ec;
+        for (const auto &entry : std::filesystem::directory_iterator(::testing::TempDir(), ec)) {
+            if (entry.path().filename().string().rfind(temp_prefix(), 0) == 0) std::filesystem::remove(entry.path(), ec);
+        }
+    }
+};
+[[maybe_unused]] ::testing::Environment *const g_remove_temp_files = ::testing::AddGlobalTestEnvironment(new RemoveTempFiles);
 
 void write_text(const std::string &path, const std::string &text) {
     std::ofstream(path, std::ios::trunc) << text;
