@@ -9,10 +9,25 @@ using namespace Halide;
 
 namespace {
 
-// exp(t) that is exactly +inf above float's range and never sees an argument outside it: Halide's
-// vectorised exp gives wrong finite values for huge arguments (sigmoid(-1e30) came out as 1).
+// exp(t) for t in [-87, 88] (normal float results), within about 2 ulp: t = k ln2 + r with k the
+// nearest integer and |r| <= ln2/2, e^r by its Taylor polynomial to r^6 (remainder under 1.7e-7
+// relative), 2^k added to the exponent bits. Halide 14's exp costs about twice the instructions
+// on AVX-512 (its floor is split into two 256-bit vroundps, plus a rational approximation): silu
+// took 0.10 of effnet_k5's 0.59 ms at 1 thread (0.49 ms with relu).
+Expr exp_in_normal_range(Expr t) {
+    Expr k = cast<int>(t * 1.44269504f + 128.5f) - 128;  // round(t / ln 2): truncation of a positive number
+    Expr kf = cast<float>(k);
+    Expr r = (t - kf * 0.693145751953125f) - kf * 1.428606765330187e-06f;  // ln 2 in two parts (Cody-Waite)
+    Expr p = 1.0f / 720;
+    for (float c : {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = p * r + c;
+    return reinterpret(Float(32), reinterpret(Int(32), p) + k * (1 << 23));
+}
+
+// exp(t) that is exactly +inf above float's range and never sees an argument outside it (Halide's
+// vectorised exp gave wrong finite values for huge arguments: sigmoid(-1e30) came out as 1).
+// Below -87 it returns e^-87 (about 1.6e-38): every caller adds it to 1 or scales it by at most 1.
 Expr exp_saturating(Expr t) {
-    return select(t > 88.0f, std::numeric_limits<float>::infinity(), exp(clamp(t, -104.0f, 88.0f)));
+    return select(t > 88.0f, std::numeric_limits<float>::infinity(), exp_in_normal_range(clamp(t, -87.0f, 88.0f)));
 }
 
 // PyTorch propagates NaN through every activation; Halide's max/min (x86 maxps/minps) and the

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -265,6 +266,45 @@ TEST(ZeroVarianceBatchNorm, MatchesReference) {
 
 // ---- Huge values: 1e30 inputs (finite in float after the conv) match; 1e30 weights times 1e30
 // inputs overflow float (and double-then-float in the reference) but must not crash or hang.
+
+// The exponential-based activations over their whole range, element by element against double
+// precision: within 8 ulp of the exact value (the project's tolerance, 1e-4 of the largest output,
+// would let an exp with five-digit accuracy through). Inputs step by 1/256 over [-100, 100] (the
+// exact value below 2^-100 counts as 0) plus the normal floats between 1e-30 and 1 of both signs,
+// through a 1x1 conv with weight 1 in both layouts (the NCHW and NHWC kernels vectorise differently).
+TEST(ActivationAccuracy, ExpBasedActivationsWithin8UlpOverTheirRange) {
+    std::vector<float> xs;
+    for (int i = -25600; i <= 25600; ++i) xs.push_back(i / 256.0f);
+    for (float v = 1e-30f; v < 1.0f; v *= 1.37f) {
+        xs.push_back(v);
+        xs.push_back(-v);
+    }
+    const int w = static_cast<int>(xs.size());
+    for (const char *act : {"sigmoid", "silu"}) {
+        for (const char *layout : {"nchw", "nhwc"}) {
+            const std::string text = std::string("conv c1=1 c2=1 h=1 w=") + std::to_string(w) + " k=1 p=0 bn=0 act=" + act + " layout=" + layout;
+            const LayerSpec spec = parse_layer_spec(text);
+            RawWeights raw;
+            raw.conv_weight = {1.0f};
+            Tensor input(spec.input_shape());
+            input.data = xs;
+            const Tensor out = run_kernel(spec, raw, input);
+            int bad = 0;
+            double worst_ulp = 0;
+            for (int i = 0; i < w; ++i) {
+                const double x = xs[i], sig = 1.0 / (1.0 + std::exp(-x));
+                const double exact = std::string(act) == "sigmoid" ? sig : x * sig;
+                const double ulp = std::ldexp(1.0, std::max(std::ilogb(std::max(std::fabs(exact), 1e-300)), -126) - 23);
+                const double err = std::fabs(double(out.data[i]) - exact);
+                if (std::fabs(exact) < 0x1p-100 && std::fabs(out.data[i]) < 0x1p-100f) continue;
+                worst_ulp = std::max(worst_ulp, err / ulp);
+                if (err > 8 * ulp && bad++ < 5) ADD_FAILURE() << text << ": x = " << x << " gives " << out.data[i] << ", exact " << exact;
+            }
+            EXPECT_EQ(bad, 0) << text << ": worst " << worst_ulp << " ulp";
+            std::printf("%s %s: worst %.2f ulp over %d inputs\n", act, layout, worst_ulp, w);
+        }
+    }
+}
 
 TEST(HugeValues, InputsOf1e30MatchReference) {
     for (const char *text : {"conv n=2 c1=5 c2=7 h=11 w=13 k=3 act=identity", "conv c1=12 c2=18 h=9 w=15 k=3 g=3 layout=nhwc act=sigmoid",
