@@ -264,14 +264,14 @@ TEST(ZeroVarianceBatchNorm, MatchesReference) {
     }
 }
 
-// ---- Huge values: 1e30 inputs (finite in float after the conv) match; 1e30 weights times 1e30
-// inputs overflow float (and double-then-float in the reference) but must not crash or hang.
+// ---- Accuracy of the activations built on exp.
 
 // The exponential-based activations over their whole range, element by element against double
 // precision: within 8 ulp of the exact value (the project's tolerance, 1e-4 of the largest output,
-// would let an exp with five-digit accuracy through). Inputs step by 1/256 over [-100, 100] (the
-// exact value below 2^-100 counts as 0) plus the normal floats between 1e-30 and 1 of both signs,
-// through a 1x1 conv with weight 1 in both layouts (the NCHW and NHWC kernels vectorise differently).
+// would let an exp with five-digit accuracy through). Inputs step by 1/256 over [-100, 100]
+// (skipped where both the exact value and convgen's are below 2^-100) plus the normal floats
+// between 1e-30 and 1 of both signs, through a 1x1 conv with weight 1 in both layouts (the NCHW
+// and NHWC kernels vectorise differently).
 TEST(ActivationAccuracy, ExpBasedActivationsWithin8UlpOverTheirRange) {
     std::vector<float> xs;
     for (int i = -25600; i <= 25600; ++i) xs.push_back(i / 256.0f);
@@ -305,6 +305,9 @@ TEST(ActivationAccuracy, ExpBasedActivationsWithin8UlpOverTheirRange) {
         }
     }
 }
+
+// ---- Huge values: 1e30 inputs (finite in float after the conv) match; 1e30 weights times 1e30
+// inputs overflow float (and double-then-float in the reference) but must not crash or hang.
 
 TEST(HugeValues, InputsOf1e30MatchReference) {
     for (const char *text : {"conv n=2 c1=5 c2=7 h=11 w=13 k=3 act=identity", "conv c1=12 c2=18 h=9 w=15 k=3 g=3 layout=nhwc act=sigmoid",
