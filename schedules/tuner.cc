@@ -78,8 +78,8 @@ std::vector<double> time_runs(const Kernel &kernel, const LayerBench &b, const P
 // (opt.prepare_forked_child), so a fault that needs two tasks racing is not seen; the same
 // memory accesses happen, in order. Exit codes: 0 returned, 3 threw (a Halide runtime error,
 // which the caller's own run reports), anything else or a signal: it crashed.
-std::string first_run_in_child(const Kernel &kernel, const LayerBench &b, const PackedWeights &packed, const TuneOptions &opt) {
-    Tensor out(b.spec.output_shape());
+std::string first_run_in_child(const Kernel &kernel, const LayerBench &b, const PackedWeights &packed, Tensor &out,
+                               const TuneOptions &opt) {
     // The child holds the only write end of `exited` (close-on-exec, so the compilers the other
     // thread starts never hold it): its exit wakes poll() at once, without polling waitpid.
     int exited[2];
@@ -92,7 +92,7 @@ std::string first_run_in_child(const Kernel &kernel, const LayerBench &b, const 
         throw Error(std::string("tune: cannot fork a process to try a candidate in: ") + std::strerror(e));
     }
     if (pid == 0) {
-        if (opt.prepare_forked_child) opt.prepare_forked_child();
+        opt.prepare_forked_child();
         int rc = 0;
         try {
             kernel.run(b.input, packed, out);
@@ -140,9 +140,9 @@ std::string first_run_in_child(const Kernel &kernel, const LayerBench &b, const 
 bool evaluate(const std::shared_ptr<const Kernel> &kernel, const LayerBench &b, const TuneOptions &opt, Measured &m, std::string &why) {
     m.kernel = kernel;
     m.packed = kernel->pack(b.folded);
-    why = first_run_in_child(*kernel, b, m.packed, opt);
+    Tensor out(b.spec.output_shape());  // the child writes its own copy of it
+    why = first_run_in_child(*kernel, b, m.packed, out, opt);
     if (!why.empty()) return false;
-    Tensor out(b.spec.output_shape());
     kernel->run(b.input, m.packed, out);
     double err = 0, limit = 0;
     if (!within_tolerance(b.expected, out, &err, &limit)) {
@@ -377,6 +377,7 @@ std::vector<LayerSpec> shard_of(const std::vector<LayerSpec> &specs, int index, 
 
 std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs, const TuneOptions &opt, const CompileFn &compile,
                                         std::ostream &log, const volatile bool *stop) {
+    if (!opt.prepare_forked_child) throw Error("tune: TuneOptions::prepare_forked_child is not set (codegen's run_parallel_loops_serially)");
     const std::vector<LayerSpec> specs = shard_of(all_specs, opt.shard_index, opt.shard_count);
     if (specs.empty()) throw Error("shard " + std::to_string(opt.shard_index) + "/" + std::to_string(opt.shard_count) + " has no layers");
     ScheduleDb db = ScheduleDb::load_or_empty(opt.db_path);

@@ -31,7 +31,7 @@ struct TuneOptions {
     // Each new candidate first runs once in a forked child, so that a kernel that faults is
     // rejected instead of ending the run. This is called first in that child: codegen's
     // run_parallel_loops_serially (the child has one thread; the kernels' thread pool must not
-    // wait for workers that are not there). Empty: the child runs the kernel as the tuner does.
+    // wait for workers that are not there). Required: tune_suite throws when it is empty.
     std::function<void()> prepare_forked_child;
     double candidate_timeout_seconds = 60;  // a first run that takes longer is killed and rejected
 };

@@ -21,6 +21,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "codegen/jit.h"
@@ -366,6 +367,44 @@ TEST(DiskCache, ThreadCountReachesTheDiskRuntime) {
     set_num_threads(1);
     EXPECT_EQ(fn(1), 1);
     set_num_threads(0);
+}
+
+// What the tuner's forked child calls: the disk runtime's parallel loops then run task after task on
+// the calling thread. Checked in this process by taking the hook back (halide_set_custom_do_par_for
+// returns the one it replaces) and running a loop through it, then restoring Halide's default.
+TEST(DiskCache, ParallelLoopsRunSeriallyForAForkedChild) {
+    TempDir dir;
+    ScopedEnv env("CONVGEN_CACHE_DIR", dir.path().c_str());
+    ScopedEnv on("CONVGEN_DISK_CACHE", nullptr);
+    const CompiledKernel k = compile_and_check(parse_layer_spec("conv c1=4 c2=4 h=8 w=8 k=3"), {});
+    ASSERT_EQ(k.disk_cache_note, "built");
+    using Task = int (*)(void *, int, uint8_t *);
+    using DoParFor = int (*)(void *, Task, int, int, uint8_t *);
+    auto set_hook = reinterpret_cast<DoParFor (*)(DoParFor)>(::dlsym(RTLD_DEFAULT, "halide_set_custom_do_par_for"));
+    auto halide_default = reinterpret_cast<DoParFor>(::dlsym(RTLD_DEFAULT, "halide_default_do_par_for"));
+    ASSERT_NE(set_hook, nullptr);
+    ASSERT_NE(halide_default, nullptr);
+    set_num_threads(4);
+    run_parallel_loops_serially();
+    const DoParFor installed = set_hook(halide_default);
+    set_num_threads(0);
+    ASSERT_NE(installed, halide_default) << "run_parallel_loops_serially left Halide's thread pool in place";
+    struct Seen {
+        std::vector<int> order;
+        std::vector<std::thread::id> threads;
+    } seen;
+    Task record = [](void *, int i, uint8_t *closure) {
+        auto *s = reinterpret_cast<Seen *>(closure);
+        s->order.push_back(i);
+        s->threads.push_back(std::this_thread::get_id());
+        return 0;
+    };
+    ASSERT_EQ(installed(nullptr, record, 5, 40, reinterpret_cast<uint8_t *>(&seen)), 0);
+    ASSERT_EQ(seen.order.size(), 40u);
+    for (int i = 0; i < 40; ++i) {
+        EXPECT_EQ(seen.order[i], 5 + i);
+        EXPECT_EQ(seen.threads[i], std::this_thread::get_id());
+    }
 }
 
 TEST(DiskCache, OptionOffWritesNothing) {
