@@ -266,12 +266,17 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
     if (!db) return out;
     const std::string key = spec.to_string();
     const std::string cpu = host_cpu_model(), cv = convgen_version(), hv = halide_version();
-    // Best record for this spec and target: this host and version first, then the closest thread count.
+    // Best record for this spec and target: this host and version first (a CPU of the same family
+    // and model under another name counts as this host, see same_microarchitecture), then the
+    // closest thread count.
     const ScheduleRecord *best = nullptr;
+    auto foreign = [&](const ScheduleRecord &r) {
+        return !same_microarchitecture(r.cpu, cpu) || r.convgen_version != cv || r.halide_version != hv;
+    };
     auto rank = [&](const ScheduleRecord &r) {
-        const int foreign = (r.cpu != cpu || r.convgen_version != cv || r.halide_version != hv) ? 1 : 0;
+        const int level = foreign(r) ? 2 : r.cpu == cpu ? 0 : 1;
         // 64-bit: a record may claim up to INT_MAX threads (fuzz_schedule_db found the int overflow).
-        return foreign * int64_t(100000) + std::llabs(int64_t(r.threads) - threads);
+        return level * int64_t(100000) + std::llabs(int64_t(r.threads) - threads);
     };
     for (const auto &r : db->records()) {
         if (r.spec != key || r.target != target) continue;
@@ -291,8 +296,7 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
     }
     if (best) {
         out.params = ScheduleParams::parse(best->schedule);
-        const bool foreign = other_target || best->cpu != cpu || best->convgen_version != cv || best->halide_version != hv;
-        out.source = foreign ? ScheduleSource::TunedOtherHost : ScheduleSource::Tuned;
+        out.source = other_target || foreign(*best) ? ScheduleSource::TunedOtherHost : ScheduleSource::Tuned;
         char buf[256];
         std::snprintf(buf, sizeof buf, "%.4g ms at %d thread(s) on %s, convgen %s, Halide %s%s", best->median_ms, best->threads,
                       best->cpu.c_str(), best->convgen_version.c_str(), best->halide_version.c_str(),
@@ -302,7 +306,7 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
         // A narrower vector than the ISA's first width pays only on CPUs that split wide FMAs (see
         // vector_widths); another CPU model's record gets the first width back, over the same pixels.
         const int preferred = vector_widths(isa).front();
-        if (best->cpu != cpu && out.params.autoscheduler.empty() && out.params.vector_width < preferred) {
+        if (!same_microarchitecture(best->cpu, cpu) && out.params.autoscheduler.empty() && out.params.vector_width < preferred) {
             const int before = out.params.vector_width;
             out.params = with_vector_width(out.params, preferred, spec);
             out.detail += "; vec " + std::to_string(before) + " -> " + std::to_string(preferred) + " (another CPU's choice)";
@@ -362,6 +366,16 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
 std::string host_cpu_model() {
     const HostCpu &cpu = host_cpu();
     return cpu.model.empty() ? cpu_arch_name(cpu.arch) : cpu.model;
+}
+
+bool same_microarchitecture(const std::string &a, const std::string &b) {
+    if (a == b) return true;
+    auto family_and_model = [](const std::string &cpu) {
+        const size_t at = cpu.rfind("(family ");
+        return at == std::string::npos || cpu.back() != ')' ? std::string() : cpu.substr(at);
+    };
+    const std::string fa = family_and_model(a);
+    return !fa.empty() && fa == family_and_model(b);
 }
 
 std::string convgen_version() { return CONVGEN_VERSION_STRING; }

@@ -77,7 +77,8 @@ struct ScheduleLookup {
     std::string detail;  // e.g. "db x.json, 0.52 ms on AMD EPYC 7B13" or the neighbour's spec
 };
 
-// The schedule for `spec` on `target`: the database's record for this CPU model and version
+// The schedule for `spec` on `target`: the database's record for this CPU model (or one of the
+// same family and model, see same_microarchitecture) and version
 // (threads: the closest count), else one from another CPU/version, else one for another target
 // string of the same ISA family (both marked as a fallback), else the nearest tuned neighbour
 // (same kind, k, s, layout; closest channels and size) with its
@@ -87,6 +88,10 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
 
 // This process's identity for records: CPU model, versions, the time now.
 std::string host_cpu_model();
+// Whether two host_cpu_model strings name the same microarchitecture: equal, or the same
+// "(family F model M)" under another brand string, since hypervisors name one CPU differently
+// (one Zen 5 host here was "AMD EPYC" one day and "Oxide Virtual Turin-like Processor" later).
+bool same_microarchitecture(const std::string &a, const std::string &b);
 std::string convgen_version();
 std::string halide_version();
 std::string utc_now_iso8601();

@@ -253,6 +253,47 @@ TEST(ScheduleDb, NarrowVectorsAreKeptOnlyForTheCpuTheyWereTunedOn) {
     EXPECT_NE(l.detail.find("vec 8 -> 16"), std::string::npos) << l.detail;
 }
 
+// Hypervisors give one CPU different brand strings: a record whose "(family F model M)" is this
+// host's is this host's (kept 8-lane vectors included), ahead of another microarchitecture's, and
+// behind a record under this host's exact name.
+TEST(ScheduleDb, ARecordOfTheSameFamilyAndModelUnderAnotherNameIsThisHosts) {
+    const std::string host = host_cpu_model();
+    const size_t at = host.rfind("(family ");
+    if (at == std::string::npos) GTEST_SKIP() << "host CPU model has no family and model: " << host;
+    const std::string renamed = "Another Brand String " + host.substr(at);
+    EXPECT_TRUE(same_microarchitecture(renamed, host));
+    EXPECT_FALSE(same_microarchitecture("Some CPU (family 1 model 1)", host));
+    EXPECT_FALSE(same_microarchitecture("Some CPU", "Another CPU"));
+    EXPECT_FALSE(same_microarchitecture("Some CPU (family 1 model 1)", "Some CPU (family 1 model 10)"));
+
+    const std::string target = "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41";
+    const LayerSpec spec = parse_layer_spec("conv c1=128 c2=128 h=56 w=56 k=3 g=32");
+    const std::string other_arch = "vec=16 tile_vectors=2 tile_rows=4 parallel_rows=2 channels=0 channel_tasks=1 dw_per_task=0";
+    const std::string same_arch = "vec=8 tile_vectors=7 tile_rows=4 parallel_rows=4 channels=0 channel_tasks=1 dw_per_task=0";
+    const std::string this_host = "vec=16 tile_vectors=4 tile_rows=4 parallel_rows=4 channels=0 channel_tasks=1 dw_per_task=0";
+    ScheduleDb db;
+    // The other microarchitecture's record has the exact thread count; the renamed one does not.
+    ScheduleRecord r = make_record(spec.to_string(), other_arch, 1.0, "Some CPU (family 1 model 1)");
+    r.target = target;
+    db.upsert(r);
+    r = make_record(spec.to_string(), same_arch, 1.0, renamed);
+    r.target = target;
+    r.threads = 2;
+    db.upsert(r);
+    ScheduleLookup l = lookup_schedule(&db, "db.json", spec, target, IsaFamily::AVX512, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Tuned);
+    EXPECT_EQ(l.params.to_string(), same_arch);
+    EXPECT_NE(l.detail.find(renamed), std::string::npos) << l.detail;
+
+    r = make_record(spec.to_string(), this_host, 1.0, host);
+    r.target = target;
+    r.threads = 2;
+    db.upsert(r);
+    l = lookup_schedule(&db, "db.json", spec, target, IsaFamily::AVX512, 1);
+    EXPECT_EQ(l.source, ScheduleSource::Tuned);
+    EXPECT_EQ(l.params.to_string(), this_host);
+}
+
 // A 1-thread winner that makes the whole image one task would leave other threads idle: looked up
 // for more threads, its rows are split (whole tile_y tiles) and explain's detail says so.
 TEST(ScheduleDb, LookupForMoreThreadsSplitsSingleTaskSchedules) {
