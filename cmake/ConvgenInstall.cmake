@@ -19,7 +19,7 @@ install(TARGETS ${_exported} EXPORT convgenTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(FILES dsl/layer_spec.h dsl/weight_layout.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/convgen/dsl)
-install(FILES runtime/cpu.h runtime/errors.h runtime/kernel.h runtime/memory_budget.h runtime/npy.h runtime/reference.h
+install(FILES runtime/cpu.h runtime/errors.h runtime/kernel.h runtime/kernel_allocator.h runtime/memory_budget.h runtime/npy.h runtime/reference.h
               runtime/registry.h runtime/safetensors.h runtime/tensor.h runtime/weights.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/convgen/runtime)
 install(FILES ${CONVGEN_BUILD_INCLUDE_DIR}/HalideRuntime.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/convgen)

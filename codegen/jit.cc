@@ -18,6 +18,7 @@
 #include "dsl/algorithms.h"
 #include "runtime/cpu.h"
 #include "runtime/errors.h"
+#include "runtime/kernel_allocator.h"
 #include "runtime/memory_budget.h"
 #include "schedules/default_schedules.h"
 
@@ -130,14 +131,22 @@ ScheduleParams schedule_for(const LayerSpec &spec, const CompileOptions &options
     return schedule_lookup(spec, options, target).params;
 }
 
+// Once per process, when the shared JIT runtime exists: remembers its halide_set_custom_do_par_for
+// and gives its kernels convgen's allocator (runtime/kernel_allocator.h).
 void remember_jit_runtime_hooks_locked() {
     if (g_jit_set_custom_do_par_for.load()) return;
+    using SetCustomMalloc = halide_malloc_t (*)(halide_malloc_t);
+    using SetCustomFree = halide_free_t (*)(halide_free_t);
+    void *par_for = nullptr, *set_malloc = nullptr, *set_free = nullptr;
     for (auto &module : Halide::Internal::JITSharedRuntime::get(nullptr, jit_host_target(), false)) {
-        if (void *fn = module.find_symbol_by_name("halide_set_custom_do_par_for").address) {
-            g_jit_set_custom_do_par_for = reinterpret_cast<SetCustomDoParFor>(fn);
-            return;
-        }
+        if (!par_for) par_for = module.find_symbol_by_name("halide_set_custom_do_par_for").address;
+        if (!set_malloc) set_malloc = module.find_symbol_by_name("halide_set_custom_malloc").address;
+        if (!set_free) set_free = module.find_symbol_by_name("halide_set_custom_free").address;
     }
+    if (!par_for || !set_malloc || !set_free) throw Error("Halide's JIT runtime lacks halide_set_custom_do_par_for, _malloc or _free");
+    reinterpret_cast<SetCustomMalloc>(set_malloc)(kernel_malloc);
+    reinterpret_cast<SetCustomFree>(set_free)(kernel_free);
+    g_jit_set_custom_do_par_for = reinterpret_cast<SetCustomDoParFor>(par_for);
 }
 
 void apply_thread_count_locked() {

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "codegen/convgen_source_hash.h"  // generated: CONVGEN_SOURCE_HASH
+#include "runtime/kernel_allocator.h"
 
 extern char **environ;
 
@@ -555,6 +556,14 @@ std::string ensure_runtime(const Request &r, bool store) {
     auto set_threads = reinterpret_cast<SetNumThreads>(::dlsym(handle, "halide_set_num_threads"));
     g_runtime_set_num_threads = set_threads;
     g_runtime_set_custom_do_par_for = reinterpret_cast<SetCustomDoParFor>(::dlsym(handle, "halide_set_custom_do_par_for"));
+    // The kernels' scratch buffers come from convgen's allocator (runtime/kernel_allocator.h).
+    using Malloc = void *(*)(void *, size_t);
+    using Free = void (*)(void *, void *);
+    auto set_malloc = reinterpret_cast<Malloc (*)(Malloc)>(::dlsym(handle, "halide_set_custom_malloc"));
+    auto set_free = reinterpret_cast<Free (*)(Free)>(::dlsym(handle, "halide_set_custom_free"));
+    if (!set_malloc || !set_free) throw EnvironmentError{"the Halide runtime " + path + " has no halide_set_custom_malloc/free"};
+    set_malloc(kernel_malloc);
+    set_free(kernel_free);
     const int threads = g_requested_threads.load();
     if (threads >= 0 && set_threads) set_threads(threads);
     return "";

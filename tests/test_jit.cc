@@ -3,7 +3,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -14,6 +16,7 @@
 
 #include "codegen/jit.h"
 #include "runtime/errors.h"
+#include "runtime/kernel_allocator.h"
 #include "runtime/reference.h"
 
 namespace convgen {
@@ -35,6 +38,81 @@ TEST(Jit, SecondCompileComesFromTheCache) {
     EXPECT_FALSE(c.from_cache);
     EXPECT_NE(a.kernel.get(), c.kernel.get());
     EXPECT_EQ(c.kernel->info().schedule, o.schedule.to_string());
+}
+
+// ---- The kernels' allocator (runtime/kernel_allocator.h).
+
+TEST(KernelAllocator, FreedBlocksAreReusedAndWhatItKeepsIsBounded) {
+    const size_t before = kernel_allocator_cached_bytes();
+    char *p = static_cast<char *>(kernel_malloc(nullptr, 100000));
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % kKernelAllocatorAlignment, 0u);
+    std::fill(p, p + 100000, char(7));
+    kernel_free(nullptr, p);
+    EXPECT_GE(kernel_allocator_cached_bytes(), before + 100000);
+    // The same size gets the same block back; a request under half its size does not take it.
+    char *q = static_cast<char *>(kernel_malloc(nullptr, 100000));
+    EXPECT_EQ(q, p);
+    EXPECT_EQ(kernel_allocator_cached_bytes(), before);
+    kernel_free(nullptr, q);
+    char *small = static_cast<char *>(kernel_malloc(nullptr, 30000));
+    EXPECT_NE(small, p);
+    kernel_free(nullptr, small);
+    // Freed blocks beyond the bound go back to the system.
+    std::vector<void *> big;
+    for (int i = 0; i < 4; ++i) big.push_back(kernel_malloc(nullptr, kKernelAllocatorCacheBytes / 3));
+    for (void *b : big) {
+        ASSERT_NE(b, nullptr);
+        kernel_free(nullptr, b);
+    }
+    EXPECT_LE(kernel_allocator_cached_bytes(), kKernelAllocatorCacheBytes);
+    EXPECT_EQ(kernel_malloc(nullptr, SIZE_MAX), nullptr);
+    EXPECT_EQ(kernel_malloc(nullptr, SIZE_MAX / 2), nullptr);
+    kernel_free(nullptr, nullptr);
+}
+
+// Many threads allocating, filling and freeing blocks of assorted sizes at once (run under TSan
+// and ASan by .ci/sanitizers): every block keeps what its thread wrote.
+TEST(KernelAllocator, ConcurrentUseKeepsBlocksApart) {
+    std::atomic<int> corrupted{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+        threads.emplace_back([t, &corrupted] {
+            for (int i = 0; i < 300; ++i) {
+                const size_t bytes = 1000 + size_t((t * 7919 + i * 104729) % 300000);
+                char *p = static_cast<char *>(kernel_malloc(nullptr, bytes));
+                if (!p) {
+                    ++corrupted;
+                    continue;
+                }
+                std::fill(p, p + bytes, char(t));
+                std::this_thread::yield();
+                if (std::count(p, p + bytes, char(t)) != std::ptrdiff_t(bytes)) ++corrupted;
+                kernel_free(nullptr, p);
+            }
+        });
+    }
+    for (auto &th : threads) th.join();
+    EXPECT_EQ(corrupted.load(), 0);
+    EXPECT_LE(kernel_allocator_cached_bytes(), kKernelAllocatorCacheBytes);
+}
+
+// A kernel whose pointwise accumulator covers all output channels of 8 rows (256 x 28 x 8 floats,
+// on the heap) takes it from convgen's allocator, which keeps it when the kernel frees it.
+TEST(KernelAllocator, JitKernelsAllocateThroughIt) {
+    const LayerSpec spec = parse_layer_spec("dwconv c1=256 c2=256 h=16 w=28 k=3");
+    CompileOptions o;
+    o.disk_cache = false;
+    o.has_schedule = true;
+    o.schedule = ScheduleParams::parse("vec=16 tile_vectors=2 tile_rows=8 parallel_rows=8 channels=0 channel_tasks=0 dw_per_task=0 tile_y=8 flat=1");
+    const CompiledKernel k = jit_compile(spec, o);
+    ASSERT_EQ(k.kernel->info().origin, "jit");
+    const size_t before = kernel_allocator_cached_bytes();
+    const RawWeights raw = random_raw_weights(spec, 3);
+    const Tensor input = random_input(spec, 4);
+    const Tensor y = k.kernel->run(input, fold_batchnorm(spec, raw));
+    EXPECT_TRUE(within_tolerance(reference_forward(spec, raw, input), y));
+    EXPECT_GE(kernel_allocator_cached_bytes(), before + 256 * 28 * 8 * sizeof(float));
 }
 
 TEST(Jit, KernelInfoDescribesWhatRan) {

@@ -26,6 +26,7 @@
 
 #include "codegen/jit.h"
 #include "codegen/jit_disk_cache.h"
+#include "runtime/kernel_allocator.h"
 #include "runtime/reference.h"
 
 extern char **environ;
@@ -405,6 +406,26 @@ TEST(DiskCache, ParallelLoopsRunSeriallyForAForkedChild) {
         EXPECT_EQ(seen.order[i], 5 + i);
         EXPECT_EQ(seen.threads[i], std::this_thread::get_id());
     }
+}
+
+// Disk kernels' scratch buffers come from convgen's allocator too: the disk runtime's hook holds
+// kernel_malloc, and a kernel with a heap accumulator leaves its block in the allocator's cache.
+TEST(DiskCache, KernelsAllocateThroughConvgensAllocator) {
+    TempDir dir;
+    ScopedEnv env("CONVGEN_CACHE_DIR", dir.path().c_str());
+    ScopedEnv on("CONVGEN_DISK_CACHE", nullptr);
+    const LayerSpec spec = parse_layer_spec("dwconv c1=256 c2=256 h=16 w=28 k=3");
+    CompileOptions o;
+    o.has_schedule = true;
+    o.schedule = ScheduleParams::parse("vec=16 tile_vectors=2 tile_rows=8 parallel_rows=8 channels=0 channel_tasks=0 dw_per_task=0 tile_y=8 flat=1");
+    const size_t before = kernel_allocator_cached_bytes();
+    const CompiledKernel k = compile_and_check(spec, o);
+    ASSERT_EQ(k.disk_cache_note, "built");
+    EXPECT_GE(kernel_allocator_cached_bytes(), before + 256 * 28 * 8 * sizeof(float));
+    using Malloc = void *(*)(void *, size_t);
+    auto set_malloc = reinterpret_cast<Malloc (*)(Malloc)>(::dlsym(RTLD_DEFAULT, "halide_set_custom_malloc"));
+    ASSERT_NE(set_malloc, nullptr);
+    EXPECT_EQ(set_malloc(&kernel_malloc), &kernel_malloc);
 }
 
 TEST(DiskCache, OptionOffWritesNothing) {

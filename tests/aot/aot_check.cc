@@ -7,7 +7,7 @@
 // --expect-isa: fail unless load_kernel() chose a variant of exactly that ISA level for every layer.
 // --all-variants: also run every registered variant the host can run, not only the chosen one.
 // --explain: print explain_kernel_choice() (variants, their schedules and where those came from).
-// Exit status: 0 all match; 1 a mismatch or a wrong variant; 2 bad usage or input; 77 skipped
+// Exit status: 0 all match; 1 a mismatch, a wrong variant or kernels not using convgen's allocator; 2 bad usage or input; 77 skipped
 // because the host cannot run the --expect-isa level (e.g. no AVX-512).
 #include <cstdio>
 #include <cstdlib>
@@ -15,7 +15,10 @@
 #include <iostream>
 #include <string>
 
+#include <HalideRuntime.h>
+
 #include "runtime/errors.h"
+#include "runtime/kernel_allocator.h"
 #include "runtime/reference.h"
 #include "runtime/registry.h"
 
@@ -103,6 +106,12 @@ int run(int argc, char **argv) {
             }
         }
         ++seed;
+    }
+    // The registration source gives the kernels' Halide runtime convgen's allocator (setting the
+    // hook returns the one it replaces).
+    if (halide_set_custom_malloc(&kernel_malloc) != &kernel_malloc || halide_set_custom_free(&kernel_free) != &kernel_free) {
+        std::printf("FAIL: the kernels' Halide runtime does not allocate through convgen's allocator\n");
+        ++failures;
     }
     std::printf("%d kernel runs, %d failures (%zu layers, %zu AOT specs registered)\n", runs, failures, specs.size(),
                 aot_specs().size());
