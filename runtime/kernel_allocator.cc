@@ -1,8 +1,8 @@
 #include "runtime/kernel_allocator.h"
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
-#include <mutex>
 #include <vector>
 
 namespace convgen {
@@ -14,34 +14,47 @@ constexpr size_t kHeaderBytes = kKernelAllocatorAlignment;
 // Blocks are rounded up to whole pages: requests that differ by a few bytes share blocks.
 constexpr size_t kGranule = 4096;
 
-std::mutex g_mutex;
-std::vector<char *> g_free;  // payloads of cached blocks; guarded by g_mutex
-size_t g_cached_bytes = 0;   // guarded by g_mutex
-
 size_t &capacity_of(char *payload) { return *reinterpret_cast<size_t *>(payload - kHeaderBytes); }
+
+std::atomic<size_t> g_cached_bytes{0};  // over every thread's cache
+
+// Freed blocks are kept by the thread that frees them: Halide frees a buffer in the task that
+// allocated it, and its worker threads live as long as the process, so each thread finds its own
+// blocks again with no lock. (A shared cache behind a try-lock sent the second of two threads that
+// start their tasks together to the system allocator, page faults and all, on every call.)
+struct ThreadCache {
+    std::vector<char *> blocks;
+    ~ThreadCache() {
+        for (char *payload : blocks) {
+            g_cached_bytes -= capacity_of(payload);
+            std::free(payload - kHeaderBytes);
+        }
+    }
+};
+
+ThreadCache &thread_cache() {
+    thread_local ThreadCache cache;
+    return cache;
+}
 
 }  // namespace
 
 void *kernel_malloc(void *, size_t bytes) {
     if (bytes > SIZE_MAX / 2 - kHeaderBytes - kGranule) return nullptr;
     const size_t capacity = (bytes + kGranule - 1) / kGranule * kGranule;
-    {
-        std::unique_lock<std::mutex> lock(g_mutex, std::try_to_lock);
-        if (lock.owns_lock()) {
-            // The smallest cached block that holds the request, unless it would waste over half.
-            size_t best = g_free.size();
-            for (size_t i = 0; i < g_free.size(); ++i) {
-                const size_t c = capacity_of(g_free[i]);
-                if (c >= capacity && c <= 2 * capacity && (best == g_free.size() || c < capacity_of(g_free[best]))) best = i;
-            }
-            if (best != g_free.size()) {
-                char *payload = g_free[best];
-                g_free[best] = g_free.back();
-                g_free.pop_back();
-                g_cached_bytes -= capacity_of(payload);
-                return payload;
-            }
-        }
+    std::vector<char *> &blocks = thread_cache().blocks;
+    // The smallest cached block that holds the request, unless it would waste over half.
+    size_t best = blocks.size();
+    for (size_t i = 0; i < blocks.size(); ++i) {
+        const size_t c = capacity_of(blocks[i]);
+        if (c >= capacity && c <= 2 * capacity && (best == blocks.size() || c < capacity_of(blocks[best]))) best = i;
+    }
+    if (best != blocks.size()) {
+        char *payload = blocks[best];
+        blocks[best] = blocks.back();
+        blocks.pop_back();
+        g_cached_bytes -= capacity_of(payload);
+        return payload;
     }
     char *block = static_cast<char *>(std::aligned_alloc(kKernelAllocatorAlignment, kHeaderBytes + capacity));
     if (!block) return nullptr;
@@ -53,20 +66,18 @@ void *kernel_malloc(void *, size_t bytes) {
 void kernel_free(void *, void *ptr) {
     if (!ptr) return;
     char *payload = static_cast<char *>(ptr);
-    {
-        std::unique_lock<std::mutex> lock(g_mutex, std::try_to_lock);
-        if (lock.owns_lock() && g_cached_bytes + capacity_of(payload) <= kKernelAllocatorCacheBytes) {
-            g_free.push_back(payload);
-            g_cached_bytes += capacity_of(payload);
+    const size_t capacity = capacity_of(payload);
+    // Reserve room in the process-wide bound first; give the block back when there is none.
+    size_t cached = g_cached_bytes.load();
+    while (cached + capacity <= kKernelAllocatorCacheBytes) {
+        if (g_cached_bytes.compare_exchange_weak(cached, cached + capacity)) {
+            thread_cache().blocks.push_back(payload);
             return;
         }
     }
     std::free(payload - kHeaderBytes);
 }
 
-size_t kernel_allocator_cached_bytes() {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    return g_cached_bytes;
-}
+size_t kernel_allocator_cached_bytes() { return g_cached_bytes.load(); }
 
 }  // namespace convgen

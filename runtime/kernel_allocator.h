@@ -13,13 +13,14 @@
 
 namespace convgen {
 
-// Bytes of freed blocks kept for reuse, over every kernel and thread of the process.
+// Bytes of freed blocks kept for reuse, over every kernel and thread of the process (each thread
+// keeps the blocks it frees).
 constexpr size_t kKernelAllocatorCacheBytes = size_t(64) << 20;
 // Alignment of every block (Halide's kernels need their vector width; 128 covers every target).
 constexpr size_t kKernelAllocatorAlignment = 128;
 
-// halide_malloc_t and halide_free_t. Never block: when another thread holds the cache, the request
-// goes straight to the system allocator, so a process forked while a kernel ran cannot deadlock.
+// halide_malloc_t and halide_free_t. Lock-free (per-thread caches, one atomic byte count), so a
+// process forked while a kernel ran cannot deadlock in them.
 void *kernel_malloc(void *user_context, size_t bytes);
 void kernel_free(void *user_context, void *ptr);
 
