@@ -18,6 +18,12 @@ size_t &capacity_of(char *payload) { return *reinterpret_cast<size_t *>(payload 
 
 std::atomic<size_t> g_cached_bytes{0};  // over every thread's cache
 
+// Frees a cached block and takes it off the count.
+void release_to_system(char *payload) {
+    g_cached_bytes -= capacity_of(payload);
+    std::free(payload - kHeaderBytes);
+}
+
 // Freed blocks are kept by the thread that frees them: Halide frees a buffer in the task that
 // allocated it, and its worker threads live as long as the process, so each thread finds its own
 // blocks again with no lock. (A shared cache behind a try-lock sent the second of two threads that
@@ -25,12 +31,18 @@ std::atomic<size_t> g_cached_bytes{0};  // over every thread's cache
 struct ThreadCache {
     std::vector<char *> blocks;
     ~ThreadCache() {
-        for (char *payload : blocks) {
-            g_cached_bytes -= capacity_of(payload);
-            std::free(payload - kHeaderBytes);
-        }
+        for (char *payload : blocks) release_to_system(payload);
     }
 };
+
+// Reserves `capacity` bytes of the process-wide bound; false when they do not fit.
+bool reserve(size_t capacity) {
+    size_t cached = g_cached_bytes.load();
+    while (cached + capacity <= kKernelAllocatorCacheBytes) {
+        if (g_cached_bytes.compare_exchange_weak(cached, cached + capacity)) return true;
+    }
+    return false;
+}
 
 ThreadCache &thread_cache() {
     thread_local ThreadCache cache;
@@ -51,8 +63,7 @@ void *kernel_malloc(void *, size_t bytes) {
     }
     if (best != blocks.size()) {
         char *payload = blocks[best];
-        blocks[best] = blocks.back();
-        blocks.pop_back();
+        blocks.erase(blocks.begin() + std::ptrdiff_t(best));  // keeps the rest oldest first
         g_cached_bytes -= capacity_of(payload);
         return payload;
     }
@@ -67,15 +78,19 @@ void kernel_free(void *, void *ptr) {
     if (!ptr) return;
     char *payload = static_cast<char *>(ptr);
     const size_t capacity = capacity_of(payload);
-    // Reserve room in the process-wide bound first; give the block back when there is none.
-    size_t cached = g_cached_bytes.load();
-    while (cached + capacity <= kKernelAllocatorCacheBytes) {
-        if (g_cached_bytes.compare_exchange_weak(cached, cached + capacity)) {
-            thread_cache().blocks.push_back(payload);
+    // The newest block is the likeliest to be asked for again (the next call of the same kernel):
+    // when the bound is reached, this thread's oldest blocks (blocks of kernels run earlier) make
+    // room for it, so a long-running process does not end up caching only its first kernels' sizes.
+    std::vector<char *> &blocks = thread_cache().blocks;
+    while (!reserve(capacity)) {
+        if (blocks.empty() || capacity > kKernelAllocatorCacheBytes) {
+            std::free(payload - kHeaderBytes);
             return;
         }
+        release_to_system(blocks.front());
+        blocks.erase(blocks.begin());
     }
-    std::free(payload - kHeaderBytes);
+    blocks.push_back(payload);
 }
 
 size_t kernel_allocator_cached_bytes() { return g_cached_bytes.load(); }

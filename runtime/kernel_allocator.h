@@ -6,7 +6,8 @@
 // glibc's malloc, freeing a block at the top of a small heap hands its pages back (brk), and the
 // next call page-faults them in again: mbv1_b6 at 1 thread ran 3.1 ms from the JIT disk cache
 // against 0.62 ms in the JIT process, whose heap LLVM had grown. Freed blocks are kept (at most
-// kKernelAllocatorCacheBytes in all) and handed out again to a request they fit.
+// kKernelAllocatorCacheBytes in all; at the bound a thread's oldest blocks make room for the newest)
+// and handed out again to a request they fit.
 #pragma once
 
 #include <cstddef>

@@ -58,14 +58,24 @@ TEST(KernelAllocator, FreedBlocksAreReusedAndWhatItKeepsIsBounded) {
     char *small = static_cast<char *>(kernel_malloc(nullptr, 30000));
     EXPECT_NE(small, p);
     kernel_free(nullptr, small);
-    // Freed blocks beyond the bound go back to the system.
+    // At the bound, the thread's oldest blocks make room for the newest: of three blocks of a third
+    // of the bound (rounded up to whole pages, so only two fit), the last two freed are kept.
     std::vector<void *> big;
-    for (int i = 0; i < 4; ++i) big.push_back(kernel_malloc(nullptr, kKernelAllocatorCacheBytes / 3));
+    for (int i = 0; i < 3; ++i) big.push_back(kernel_malloc(nullptr, kKernelAllocatorCacheBytes / 3));
     for (void *b : big) {
         ASSERT_NE(b, nullptr);
         kernel_free(nullptr, b);
     }
     EXPECT_LE(kernel_allocator_cached_bytes(), kKernelAllocatorCacheBytes);
+    void *again1 = kernel_malloc(nullptr, kKernelAllocatorCacheBytes / 3);
+    void *again2 = kernel_malloc(nullptr, kKernelAllocatorCacheBytes / 3);
+    EXPECT_TRUE((again1 == big[1] && again2 == big[2]) || (again1 == big[2] && again2 == big[1]));
+    kernel_free(nullptr, again1);
+    kernel_free(nullptr, again2);
+    // A block bigger than the whole bound is never kept, and evicts nothing.
+    const size_t kept = kernel_allocator_cached_bytes();
+    kernel_free(nullptr, kernel_malloc(nullptr, kKernelAllocatorCacheBytes + 1));
+    EXPECT_EQ(kernel_allocator_cached_bytes(), kept);
     EXPECT_EQ(kernel_malloc(nullptr, SIZE_MAX), nullptr);
     EXPECT_EQ(kernel_malloc(nullptr, SIZE_MAX / 2), nullptr);
     kernel_free(nullptr, nullptr);
