@@ -124,7 +124,7 @@ ScheduleLookup schedule_lookup(const LayerSpec &spec, const CompileOptions &opti
     if (!path.empty()) db = load_schedule_db(path);
     const int requested = options.threads > 0 ? options.threads : g_requested_threads.load();
     const int threads = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    return lookup_schedule(db.get(), path, spec, target.to_string(), isa_family_of(target), threads);
+    return lookup_schedule(db.get(), path, spec, target.to_string(), isa_family_of(target), threads, /*runs_on_this_host=*/true);
 }
 
 ScheduleParams schedule_for(const LayerSpec &spec, const CompileOptions &options, const Halide::Target &target) {

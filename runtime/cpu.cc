@@ -1,5 +1,6 @@
 #include "runtime/cpu.h"
 
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -67,6 +68,10 @@ void detect_x86(HostCpu &cpu) {
             }
         }
     }
+    unsigned vendor[3] = {};
+    __get_cpuid(0, &a, &vendor[0], &vendor[2], &vendor[1]);
+    const bool amd = std::memcmp(vendor, "AuthenticAMD", 12) == 0;
+    cpu.splits_wide_fma = amd && family == 25 && cpu.has("avx512f");
     // Brand string (cpuid leaves 0x80000002..4), e.g. "AMD EPYC 7B13 64-Core Processor".
     if (__get_cpuid_max(0x80000000, nullptr) >= 0x80000004) {
         char brand[49] = {};

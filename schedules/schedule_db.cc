@@ -260,9 +260,9 @@ IsaFamily isa_family_of_target_string(const std::string &target) {
 }
 
 ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path, const LayerSpec &spec,
-                               const std::string &target, IsaFamily isa, int threads) {
+                               const std::string &target, IsaFamily isa, int threads, bool runs_on_this_host) {
     ScheduleLookup out;
-    out.params = heuristic_schedule(spec, isa);
+    out.params = runs_on_this_host ? host_heuristic_schedule(spec, isa) : heuristic_schedule(spec, isa);
     if (!db) return out;
     const std::string key = spec.to_string();
     const std::string cpu = host_cpu_model(), cv = convgen_version(), hv = halide_version();
@@ -361,6 +361,10 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
         out.detail = "db " + db_path + ": from '" + nearest->spec + "'";
     }
     return out;
+}
+
+ScheduleParams host_heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
+    return heuristic_schedule(spec, isa, isa == IsaFamily::AVX512 && host_cpu().splits_wide_fma);
 }
 
 std::string host_cpu_model() {

@@ -82,12 +82,16 @@ struct ScheduleLookup {
 // (threads: the closest count), else one from another CPU/version, else one for another target
 // string of the same ISA family (both marked as a fallback), else the nearest tuned neighbour
 // (same kind, k, s, layout; closest channels and size) with its
-// parameters adapted to this spec, else the heuristic.
+// parameters adapted to this spec, else the heuristic (host_heuristic_schedule when the code
+// `runs_on_this_host`, as the JIT's does; an AOT build's runs on CPUs it cannot know).
 ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path, const LayerSpec &spec,
-                               const std::string &target, IsaFamily isa, int threads);
+                               const std::string &target, IsaFamily isa, int threads, bool runs_on_this_host = false);
 
 // This process's identity for records: CPU model, versions, the time now.
 std::string host_cpu_model();
+// The heuristic's parameters for code that runs on this host: heuristic_schedule, told whether
+// this CPU splits AVX-512 FMAs (HostCpu::splits_wide_fma) when `isa` is AVX-512.
+ScheduleParams host_heuristic_schedule(const LayerSpec &spec, IsaFamily isa);
 // Whether two host_cpu_model strings name the same microarchitecture: equal, or the same
 // "(family F model M)" under another brand string, since hypervisors name one CPU differently
 // (one Zen 5 host here was "AMD EPYC" one day and "Oxide Virtual Turin-like Processor" later).

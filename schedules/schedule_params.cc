@@ -226,7 +226,7 @@ Choice best_flat_tile(const LayerSpec &spec, int V, int registers) {
 
 }  // namespace
 
-ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
+ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool split_wide_fma) {
     ScheduleParams p;
     p.vector_width = vector_widths(isa).front();
     // Vector registers: 16 on AVX2 and SSE, 32 on AVX-512 and NEON. A tile of tv vectors x tr rows
@@ -337,6 +337,23 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
         }
         if (rows == 0 && spec.n > 1) rows = spec.out_h();
         if (rows > 0) p.parallel_rows = rows;
+    }
+    const std::vector<int> widths = vector_widths(isa);
+    if (split_wide_fma && nchw && !p.vectorize_channels && !p.flat_rows && widths.size() > 1) {
+        // Where a 512-bit FMA issues as two 256-bit halves (AMD Zen 4), 8-lane vectors reach the
+        // same FLOP rate, so the same register tile in 8-lane vectors wins where it wastes fewer
+        // of a row's lanes (rows of 7, 24, 35, 39, 40 or 56 pixels). Only the width changes: with
+        // the tile re-chosen for 8 lanes, interleaved A/Bs on this Zen 4 (1 thread) were mixed
+        // (0.69x to 1.26x), with the same tile they gained 1.02-1.40x (see README, Performance).
+        // As the template tiles a row (vector_tile in default_schedules.cc): whole vectors, at
+        // most tile_vectors, or the whole row when it is shorter than one vector.
+        auto useful = [&](int width) {
+            const int w = spec.out_w();
+            if (w < width) return double(w) / width;
+            const int tile = width * std::max(1, std::min(p.tile_vectors, w / width));
+            return double(w) / computed_extent(w, tile);
+        };
+        if (useful(widths[1]) > 1.02 * useful(widths.front())) p.vector_width = widths[1];
     }
     return p;
 }

@@ -438,7 +438,7 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
 
         std::map<std::string, double> seen;  // schedule text -> median ms (or -1 if rejected)
         std::vector<Measured> measured;      // accepted, in measurement order
-        const ScheduleParams heuristic = heuristic_schedule(spec, opt.isa);
+        const ScheduleParams heuristic = host_heuristic_schedule(spec, opt.isa);
         double heuristic_first_ms = 0;
         double best = 0;  // fastest first-pass median so far (0: none yet)
 

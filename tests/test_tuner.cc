@@ -525,6 +525,32 @@ TEST(Tuner, HeuristicTasksDivideTheImageWhenRowTilesGuardTheLastTask) {
     EXPECT_EQ(b8.parallel_rows, 4) << b8.to_string();
 }
 
+// On a CPU that splits 512-bit FMAs (Zen 4) the heuristic keeps its register tile and takes
+// 8-lane vectors where they waste fewer of a row's lanes; elsewhere, and where 16 lanes fit the
+// row as well, it keeps 16.
+TEST(Tuner, HeuristicTakesEightLanesWhereWideFmasAreSplitAndTheyFitTheRow) {
+    for (const char *text : {"conv c1=64 c2=64 h=56 w=56 k=3", "conv c1=120 c2=120 h=45 w=47 k=3 s=2 g=120",
+                             "conv c1=16 c2=24 h=9 w=7 k=3"}) {
+        const LayerSpec spec = parse_layer_spec(text);
+        const ScheduleParams wide = heuristic_schedule(spec, IsaFamily::AVX512);
+        const ScheduleParams split = heuristic_schedule(spec, IsaFamily::AVX512, true);
+        EXPECT_EQ(wide.vector_width, 16) << text;
+        EXPECT_EQ(split.vector_width, 8) << text << ": " << split.to_string();
+        ScheduleParams same_tile = wide;
+        same_tile.vector_width = 8;
+        EXPECT_EQ(split.to_string(), same_tile.to_string()) << text;
+    }
+    // Rows of 32 and of 28 (two 16-lane vectors, or 32 and 28 computed either way with one-vector
+    // tiles) keep 16 lanes; so do flat runs and AVX2, which has 8-lane vectors only.
+    for (const char *text : {"conv c1=64 c2=64 h=32 w=32 k=3", "dwconv c1=128 c2=256 h=56 w=56 k=3 s=2"}) {
+        const LayerSpec spec = parse_layer_spec(text);
+        EXPECT_EQ(heuristic_schedule(spec, IsaFamily::AVX512, true).to_string(),
+                  heuristic_schedule(spec, IsaFamily::AVX512).to_string()) << text;
+    }
+    const LayerSpec rows56 = parse_layer_spec("conv c1=64 c2=64 h=56 w=56 k=3");
+    EXPECT_EQ(heuristic_schedule(rows56, IsaFamily::AVX2, true).to_string(), heuristic_schedule(rows56, IsaFamily::AVX2).to_string());
+}
+
 TEST(Tuner, HeuristicGivesGroupedConvsAlongChannelsOneTaskPerGroup) {
     const LayerSpec grouped = parse_layer_spec("conv c1=64 c2=64 h=28 w=28 k=3 g=2 layout=nhwc");
     const ScheduleParams g = heuristic_schedule(grouped, IsaFamily::AVX512);
@@ -569,7 +595,7 @@ CompileFn jit_compile_fn(bool sabotage = false) {
         o.has_schedule = true;
         o.schedule = p;
         o.disk_cache = false;
-        if (sabotage && !(p == heuristic_schedule(spec, isa_family_of(Halide::get_host_target())))) {
+        if (sabotage && !(p == host_heuristic_schedule(spec, isa_family_of(Halide::get_host_target())))) {
             // A "candidate" that computes something else: same shapes, another activation.
             LayerSpec wrong = spec;
             wrong.act = Activation::Identity;
@@ -614,7 +640,7 @@ TEST(Tuner, SeedsFromThisTargetOnAnotherCpuModel) {
     std::remove(db_path.c_str());
     TuneOptions opt = host_options(db_path, 3);
     const LayerSpec spec = parse_layer_spec("conv name=o c1=16 c2=16 h=12 w=12 k=3");
-    const ScheduleParams heuristic = heuristic_schedule(spec, opt.isa);
+    const ScheduleParams heuristic = host_heuristic_schedule(spec, opt.isa);
     ScheduleParams other = heuristic;
     other.parallel_rows = heuristic.parallel_rows == 1 ? 2 : 1;
     ASSERT_NE(other.to_string(), heuristic.to_string());
@@ -659,7 +685,7 @@ TEST(Tuner, WrongCandidatesAreRejectedNeverStored) {
     const ScheduleRecord *rec = stored.find_exact(spec.to_string(), opt.target, 1, host_cpu_model());
     ASSERT_NE(rec, nullptr);
     // Only the heuristic computes the right thing in this sabotaged space.
-    EXPECT_EQ(rec->schedule, heuristic_schedule(spec, opt.isa).to_string());
+    EXPECT_EQ(rec->schedule, host_heuristic_schedule(spec, opt.isa).to_string());
     std::remove(db_path.c_str());
 }
 
@@ -682,7 +708,7 @@ void expect_bad_candidates_rejected(KernelEntry entry, double timeout_seconds, c
     TuneOptions opt = host_options(db_path, 10);
     opt.candidate_timeout_seconds = timeout_seconds;
     const LayerSpec spec = parse_layer_spec("conv name=f c1=16 c2=16 h=12 w=12 k=3");
-    const ScheduleParams heuristic = heuristic_schedule(spec, opt.isa);
+    const ScheduleParams heuristic = host_heuristic_schedule(spec, opt.isa);
     CompileFn fn = [&](const LayerSpec &s, const ScheduleParams &p) -> std::shared_ptr<const Kernel> {
         std::shared_ptr<const Kernel> real = jit_compile_fn()(s, p);
         if (p == heuristic) return real;
