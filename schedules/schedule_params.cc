@@ -342,11 +342,13 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
     if (split_wide_fma && nchw && !p.vectorize_channels && !p.flat_rows && widths.size() > 1) {
         // Where a 512-bit FMA issues as two 256-bit halves (AMD Zen 4), 8-lane vectors reach the
         // same FLOP rate, so the same register tile in 8-lane vectors wins where it wastes fewer
-        // of a row's lanes (rows of 7, 24, 35, 39, 40 or 56 pixels). Only the width changes: with
-        // the tile re-chosen for 8 lanes, interleaved A/Bs on this Zen 4 (1 thread) were mixed
-        // (0.69x to 1.26x), with the same tile they gained 1.02-1.40x (see README, Performance).
-        // As the template tiles a row (vector_tile in default_schedules.cc): whole vectors, at
-        // most tile_vectors, or the whole row when it is shorter than one vector.
+        // of a row's lanes (e.g. rows of 7, 24, 40 or 56 pixels). Only the width changes: with the
+        // tile re-chosen for 8 lanes, interleaved A/Bs on a Zen 4 were mixed (0.69-1.26x at 1
+        // thread); with the same tile they gained 1.02-1.20x (README, Autotuning).
+        //
+        // The fraction of a row's computed lanes that are wanted, tiled as the templates tile it
+        // (vector_tile in default_schedules.cc): whole vectors, at most tile_vectors of them, or
+        // the whole row when it is shorter than one vector.
         auto useful = [&](int width) {
             const int w = spec.out_w();
             if (w < width) return double(w) / width;

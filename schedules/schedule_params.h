@@ -133,7 +133,8 @@ ScheduleParams adapt_to_spec(ScheduleParams p, const LayerSpec &spec);
 
 // Default parameters chosen from the spec and ISA family (no layer names, only sizes).
 // `split_wide_fma`: the CPU runs AVX-512 FMAs as two 256-bit halves, so 8-lane vectors are as
-// fast as 16-lane ones and the heuristic may take either (see host_splits_wide_fma).
+// fast as 16-lane ones and the heuristic may take either (host_heuristic_schedule passes
+// HostCpu::splits_wide_fma).
 ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool split_wide_fma = false);
 
 }  // namespace convgen

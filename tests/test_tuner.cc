@@ -540,8 +540,8 @@ TEST(Tuner, HeuristicTakesEightLanesWhereWideFmasAreSplitAndTheyFitTheRow) {
         same_tile.vector_width = 8;
         EXPECT_EQ(split.to_string(), same_tile.to_string()) << text;
     }
-    // Rows of 32 and of 28 (two 16-lane vectors, or 32 and 28 computed either way with one-vector
-    // tiles) keep 16 lanes; so do flat runs and AVX2, which has 8-lane vectors only.
+    // Rows of 32 (whole 16-lane vectors) and of 28 (32 pixels computed with one-vector tiles of
+    // either width) keep 16 lanes; AVX2, whose vectors have 8 lanes only, is unchanged.
     for (const char *text : {"conv c1=64 c2=64 h=32 w=32 k=3", "dwconv c1=128 c2=256 h=56 w=56 k=3 s=2"}) {
         const LayerSpec spec = parse_layer_spec(text);
         EXPECT_EQ(heuristic_schedule(spec, IsaFamily::AVX512, true).to_string(),
