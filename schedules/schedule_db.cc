@@ -263,6 +263,8 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
                                const std::string &target, IsaFamily isa, int threads, bool runs_on_this_host) {
     ScheduleLookup out;
     out.params = runs_on_this_host ? host_heuristic_schedule(spec, isa) : heuristic_schedule(spec, isa);
+    if (out.params.vector_width != vector_widths(isa).front())
+        out.detail = "vec " + std::to_string(out.params.vector_width) + ": this CPU runs 512-bit FMAs as two 256-bit halves";
     if (!db) return out;
     const std::string key = spec.to_string();
     const std::string cpu = host_cpu_model(), cv = convgen_version(), hv = halide_version();
@@ -349,7 +351,8 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
     if (nearest && nearest_d > max_neighbour_distance) {
         char buf[64];
         std::snprintf(buf, sizeof buf, "%.2f", nearest_d);
-        out.detail = "nearest tuned layer '" + nearest->spec + "' too far (distance " + buf + " > log 2)";
+        out.detail = (out.detail.empty() ? "" : out.detail + "; ") + "nearest tuned layer '" + nearest->spec +
+                     "' too far (distance " + buf + " > log 2)";
         return out;
     }
     if (nearest) {

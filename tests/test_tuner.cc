@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "codegen/jit.h"
+#include "runtime/cpu.h"
 #include "runtime/errors.h"
 #include "schedules/default_schedules.h"
 #include "schedules/schedule_db.h"
@@ -549,6 +550,14 @@ TEST(Tuner, HeuristicTakesEightLanesWhereWideFmasAreSplitAndTheyFitTheRow) {
     }
     const LayerSpec rows56 = parse_layer_spec("conv c1=64 c2=64 h=56 w=56 k=3");
     EXPECT_EQ(heuristic_schedule(rows56, IsaFamily::AVX2, true).to_string(), heuristic_schedule(rows56, IsaFamily::AVX2).to_string());
+    // The JIT's lookup (code that runs on this host) says why it took 8 lanes; an AOT build's keeps 16.
+    const std::string target = "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41";
+    const ScheduleLookup jit = lookup_schedule(nullptr, "", rows56, target, IsaFamily::AVX512, 1, true);
+    EXPECT_EQ(jit.params.vector_width, host_cpu().splits_wide_fma ? 8 : 16) << jit.params.to_string();
+    EXPECT_EQ(jit.detail.find("512-bit FMAs") != std::string::npos, host_cpu().splits_wide_fma) << jit.detail;
+    const ScheduleLookup aot = lookup_schedule(nullptr, "", rows56, target, IsaFamily::AVX512, 1, false);
+    EXPECT_EQ(aot.params.vector_width, 16);
+    EXPECT_EQ(aot.detail, "");
 }
 
 TEST(Tuner, HeuristicGivesGroupedConvsAlongChannelsOneTaskPerGroup) {
