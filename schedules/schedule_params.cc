@@ -338,22 +338,25 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
         if (rows == 0 && spec.n > 1) rows = spec.out_h();
         if (rows > 0) p.parallel_rows = rows;
     }
+    // Where a 512-bit FMA issues as two 256-bit halves (AMD Zen 4), 8-lane vectors reach the same
+    // FLOP rate, so the same register tile in 8-lane vectors wins where it wastes fewer lanes of
+    // the vectorised extent: an NCHW row along x (e.g. 7, 24, 40 or 56 pixels) or an NHWC layer's
+    // output channels (24, 40, 72). Only the width changes: with the tile re-chosen for 8 lanes,
+    // interleaved A/Bs on a Zen 4 were mixed (0.69-1.26x at 1 thread); with the same tile they
+    // gained 1.02-1.22x on 14 of 15 shapes at 1 thread (README, Autotuning). Not for flat runs,
+    // NCHW channel vectors or grouped NHWC convs (whose tiles must divide a group): not measured.
     const std::vector<int> widths = vector_widths(isa);
-    if (split_wide_fma && nchw && !p.vectorize_channels && !p.flat_rows && widths.size() > 1) {
-        // Where a 512-bit FMA issues as two 256-bit halves (AMD Zen 4), 8-lane vectors reach the
-        // same FLOP rate, so the same register tile in 8-lane vectors wins where it wastes fewer
-        // of a row's lanes (e.g. rows of 7, 24, 40 or 56 pixels). Only the width changes: with the
-        // tile re-chosen for 8 lanes, interleaved A/Bs on a Zen 4 were mixed (0.69-1.26x at 1
-        // thread); with the same tile they gained 1.02-1.20x (README, Autotuning).
-        //
-        // The fraction of a row's computed lanes that are wanted, tiled as the templates tile it
-        // (vector_tile in default_schedules.cc): whole vectors, at most tile_vectors of them, or
-        // the whole row when it is shorter than one vector.
+    const bool along_row = nchw && !p.vectorize_channels && !p.flat_rows;
+    const bool along_output_channels = !nchw && (spec.g == 1 || spec.is_depthwise_conv());
+    if (split_wide_fma && widths.size() > 1 && (along_row || along_output_channels)) {
+        // The fraction of the extent's computed lanes that are wanted, tiled as the templates
+        // tile it (vector_tile in default_schedules.cc, output_channel_tile): whole vectors, at
+        // most tile_vectors of them, or the whole extent when it is shorter than one vector.
+        const int extent = along_row ? spec.out_w() : spec.c2;
         auto useful = [&](int width) {
-            const int w = spec.out_w();
-            if (w < width) return double(w) / width;
-            const int tile = width * std::max(1, std::min(p.tile_vectors, w / width));
-            return double(w) / computed_extent(w, tile);
+            if (extent < width) return double(extent) / width;
+            const int tile = width * std::max(1, std::min(p.tile_vectors, extent / width));
+            return double(extent) / computed_extent(extent, tile);
         };
         if (useful(widths[1]) > 1.02 * useful(widths.front())) p.vector_width = widths[1];
     }

@@ -527,11 +527,12 @@ TEST(Tuner, HeuristicTasksDivideTheImageWhenRowTilesGuardTheLastTask) {
 }
 
 // On a CPU that splits 512-bit FMAs (Zen 4) the heuristic keeps its register tile and takes
-// 8-lane vectors where they waste fewer of a row's lanes; elsewhere, and where 16 lanes fit the
-// row as well, it keeps 16.
+// 8-lane vectors where they waste fewer lanes of an NCHW row or of NHWC output channels;
+// elsewhere, and where 16 lanes fit as well, it keeps 16.
 TEST(Tuner, HeuristicTakesEightLanesWhereWideFmasAreSplitAndTheyFitTheRow) {
     for (const char *text : {"conv c1=64 c2=64 h=56 w=56 k=3", "conv c1=120 c2=120 h=45 w=47 k=3 s=2 g=120",
-                             "conv c1=16 c2=24 h=9 w=7 k=3"}) {
+                             "conv c1=16 c2=24 h=9 w=7 k=3", "conv c1=24 c2=40 h=56 w=56 k=3 layout=nhwc",
+                             "dwconv c1=72 c2=24 h=56 w=56 k=3 layout=nhwc"}) {
         const LayerSpec spec = parse_layer_spec(text);
         const ScheduleParams wide = heuristic_schedule(spec, IsaFamily::AVX512);
         const ScheduleParams split = heuristic_schedule(spec, IsaFamily::AVX512, true);
@@ -542,8 +543,10 @@ TEST(Tuner, HeuristicTakesEightLanesWhereWideFmasAreSplitAndTheyFitTheRow) {
         EXPECT_EQ(split.to_string(), same_tile.to_string()) << text;
     }
     // Rows of 32 (whole 16-lane vectors) and of 28 (32 pixels computed with one-vector tiles of
-    // either width) keep 16 lanes; AVX2, whose vectors have 8 lanes only, is unchanged.
-    for (const char *text : {"conv c1=64 c2=64 h=32 w=32 k=3", "dwconv c1=128 c2=256 h=56 w=56 k=3 s=2"}) {
+    // either width) and 112 NHWC channels (7 vectors of 16) keep 16 lanes; AVX2, whose vectors
+    // have 8 lanes only, is unchanged.
+    for (const char *text : {"conv c1=64 c2=64 h=32 w=32 k=3", "dwconv c1=128 c2=256 h=56 w=56 k=3 s=2",
+                             "conv c1=112 c2=112 h=14 w=14 k=3 layout=nhwc"}) {
         const LayerSpec spec = parse_layer_spec(text);
         EXPECT_EQ(heuristic_schedule(spec, IsaFamily::AVX512, true).to_string(),
                   heuristic_schedule(spec, IsaFamily::AVX512).to_string()) << text;
