@@ -1,6 +1,5 @@
 #include "runtime/cpu.h"
 
-#include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -70,8 +69,7 @@ void detect_x86(HostCpu &cpu) {
     }
     unsigned vendor[3] = {};
     __get_cpuid(0, &a, &vendor[0], &vendor[2], &vendor[1]);
-    const bool amd = std::memcmp(vendor, "AuthenticAMD", 12) == 0;
-    cpu.splits_wide_fma = amd && family == 25 && cpu.has("avx512f");
+    cpu.splits_wide_fma = splits_wide_fma(std::string(reinterpret_cast<const char *>(vendor), 12), family, cpu.has("avx512f"));
     // Brand string (cpuid leaves 0x80000002..4), e.g. "AMD EPYC 7B13 64-Core Processor".
     if (__get_cpuid_max(0x80000000, nullptr) >= 0x80000004) {
         char brand[49] = {};
@@ -176,6 +174,10 @@ HostCpu detect_host_cpu() {
     detect_arm64(cpu);
 #endif
     return cpu;
+}
+
+bool splits_wide_fma(const std::string &cpuid_vendor, unsigned family, bool avx512f) {
+    return cpuid_vendor == "AuthenticAMD" && family == 25 && avx512f;
 }
 
 const HostCpu &host_cpu() {

@@ -14,12 +14,17 @@ struct HostCpu {
     CpuArch arch = CpuArch::Other;
     std::set<std::string> features;  // lower-case names: sse41 avx avx2 fma f16c avx512f ... / asimd asimddp ...
     std::string model;               // e.g. "AMD EPYC 7B13 (family 25 model 1)"; empty when unknown
-    // AVX-512 FMAs run as two 256-bit halves (AMD family 25 with AVX-512: Zen 4), so 8-lane
-    // vectors reach the same FLOP rate as 16-lane ones (measured here: 117 GFLOP/s a core either way).
+    // AVX-512 FMAs run as two 256-bit halves (see splits_wide_fma below).
     bool splits_wide_fma = false;
 
     bool has(const std::string &f) const { return features.count(f) != 0; }
 };
+
+// Whether a CPU runs 512-bit FMAs as two 256-bit halves, so that 8-lane vectors reach the same
+// FLOP rate as 16-lane ones: AMD family 25 with AVX-512 (Zen 4; 12 independent FMA chains measured
+// 116.4 GFLOP/s a core with ymm and with zmm). Zen 5 (family 26) and Intel's server parts do twice
+// the work per 512-bit FMA; Intel parts with a single 512-bit unit are not told apart here.
+bool splits_wide_fma(const std::string &cpuid_vendor, unsigned family, bool avx512f);
 
 const HostCpu &host_cpu();  // detected once
 HostCpu detect_host_cpu();

@@ -105,6 +105,16 @@ namespace {
 // (the last tile is shifted back, so work is repeated rather than guarded).
 int computed_extent(int extent, int tile) { return extent < tile ? extent : ceil_div(extent, tile) * tile; }
 
+// The fraction of the lanes computed along a vectorised extent that are wanted, tiled as the
+// templates tile it (vector_tile in default_schedules.cc, output_channel_tile): tiles of
+// `tile_vectors` whole vectors (at most the extent holds), or the whole extent in one vector
+// shorter than a register, which wastes the rest of its lanes.
+double wanted_lane_fraction(int extent, int width, int tile_vectors) {
+    if (extent < width) return double(extent) / width;
+    const int tile = width * std::max(1, std::min(tile_vectors, extent / width));
+    return double(extent) / computed_extent(extent, tile);
+}
+
 }  // namespace
 
 bool flat_rows_supported(const LayerSpec &spec) {
@@ -257,16 +267,12 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
                     if (vec_extent >= V && tv > vec_extent / V) continue;
                     // Grouped convs along channels: the channel tile divides the group's vectors.
                     if (!rows_hold_registers && grouped_conv && group_out % V == 0 && (group_out / V) % tv != 0) continue;
-                    const int tile_v = vec_extent < V ? vec_extent : V * tv;
-                    const double useful = double(vec_extent) * row_extent * y_extent /
-                                          (double(computed_extent(vec_extent, tile_v)) * computed_extent(row_extent, tr) *
-                                           computed_extent(y_extent, ty));
-                    // Vectors shorter than a register waste lanes.
-                    const double lanes = vec_extent < V ? double(vec_extent) / V : 1.0;
+                    const double useful = wanted_lane_fraction(vec_extent, V, tv) * row_extent * y_extent /
+                                          (double(computed_extent(row_extent, tr)) * computed_extent(y_extent, ty));
                     // FMAs per reduction step against the loads and broadcasts that feed them (2 per cycle each).
                     const double fmas = double(tv) * ty * tr;
                     const double cycles = std::max(fmas, double(tv * ty + tr)) / 2.0 + 0.5;
-                    const double score = useful * lanes * fmas / cycles;
+                    const double score = useful * fmas / cycles;
                     if (score > best.score + 1e-9) best = {score, tv, tr, ty};
                 }
             }
@@ -349,16 +355,9 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
     const bool along_row = nchw && !p.vectorize_channels && !p.flat_rows;
     const bool along_output_channels = !nchw && (spec.g == 1 || spec.is_depthwise_conv());
     if (split_wide_fma && widths.size() > 1 && (along_row || along_output_channels)) {
-        // The fraction of the extent's computed lanes that are wanted, tiled as the templates
-        // tile it (vector_tile in default_schedules.cc, output_channel_tile): whole vectors, at
-        // most tile_vectors of them, or the whole extent when it is shorter than one vector.
         const int extent = along_row ? spec.out_w() : spec.c2;
-        auto useful = [&](int width) {
-            if (extent < width) return double(extent) / width;
-            const int tile = width * std::max(1, std::min(p.tile_vectors, extent / width));
-            return double(extent) / computed_extent(extent, tile);
-        };
-        if (useful(widths[1]) > 1.02 * useful(widths.front())) p.vector_width = widths[1];
+        if (wanted_lane_fraction(extent, widths[1], p.tile_vectors) > 1.02 * wanted_lane_fraction(extent, widths.front(), p.tile_vectors))
+            p.vector_width = widths[1];
     }
     return p;
 }

@@ -186,6 +186,25 @@ TEST(HostCpu, ModelNamesFamilyAndModelAsProcCpuinfo) {
     EXPECT_EQ(name.substr(name.size() - expected.size()), expected) << name;
 }
 
+// Only Zen 4 (AMD family 25 with AVX-512) runs 512-bit FMAs as two halves; Zen 3 (family 25
+// without AVX-512), Zen 5 and Intel do not. The host's flag follows the same rule.
+TEST(HostCpu, SplitsWideFmaOnlyOnAmdFamily25WithAvx512) {
+    EXPECT_TRUE(splits_wide_fma("AuthenticAMD", 25, true));
+    EXPECT_FALSE(splits_wide_fma("AuthenticAMD", 25, false));
+    EXPECT_FALSE(splits_wide_fma("AuthenticAMD", 26, true));
+    EXPECT_FALSE(splits_wide_fma("GenuineIntel", 6, true));
+    EXPECT_FALSE(splits_wide_fma("GenuineIntel", 25, true));
+    if (!host_cpu().has("avx512f")) {
+        EXPECT_FALSE(host_cpu().splits_wide_fma);
+    }
+    if (host_cpu().model.find("(family 26 ") != std::string::npos) {
+        EXPECT_FALSE(host_cpu().splits_wide_fma);
+    }
+    if (host_cpu().model.find("(family 25 ") != std::string::npos && host_cpu().has("avx512f")) {
+        EXPECT_TRUE(host_cpu().splits_wide_fma) << host_cpu().model;  // an AMD family 25 (Intel has family 6)
+    }
+}
+
 TEST(LoadKernel, FallsBackToTheLinkedJit) {
     ASSERT_TRUE(jit_available());  // this test links convgen_jit
     const LayerSpec spec = parse_layer_spec("conv c1=6 c2=10 h=9 w=7 k=3 g=2 act=silu");

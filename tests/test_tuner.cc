@@ -529,7 +529,7 @@ TEST(Tuner, HeuristicTasksDivideTheImageWhenRowTilesGuardTheLastTask) {
 // On a CPU that splits 512-bit FMAs (Zen 4) the heuristic keeps its register tile and takes
 // 8-lane vectors where they waste fewer lanes of an NCHW row or of NHWC output channels;
 // elsewhere, and where 16 lanes fit as well, it keeps 16.
-TEST(Tuner, HeuristicTakesEightLanesWhereWideFmasAreSplitAndTheyFitTheRow) {
+TEST(Tuner, HeuristicTakesEightLanesWhereWideFmasAreSplitAndTheyWasteFewerLanes) {
     for (const char *text : {"conv c1=64 c2=64 h=56 w=56 k=3", "conv c1=120 c2=120 h=45 w=47 k=3 s=2 g=120",
                              "conv c1=16 c2=24 h=9 w=7 k=3", "conv c1=24 c2=40 h=56 w=56 k=3 layout=nhwc",
                              "dwconv c1=72 c2=24 h=56 w=56 k=3 layout=nhwc"}) {

@@ -23,9 +23,11 @@ void check_parsed(const convgen::LayerSpec &spec) {
     FUZZ_CHECK(spec.input_shape().size() == 4 && spec.output_shape().size() == 4);
     for (convgen::IsaFamily isa : {convgen::IsaFamily::Generic, convgen::IsaFamily::AVX2, convgen::IsaFamily::AVX512,
                                    convgen::IsaFamily::NEON}) {
-        const convgen::ScheduleParams p = convgen::heuristic_schedule(spec, isa);
-        FUZZ_CHECK(convgen::ScheduleParams::parse(p.to_string()) == p);
-        (void)convgen::weight_layout_for(spec, p);
+        for (bool split_wide_fma : {false, true}) {
+            const convgen::ScheduleParams p = convgen::heuristic_schedule(spec, isa, split_wide_fma);
+            FUZZ_CHECK(convgen::ScheduleParams::parse(p.to_string()) == p);
+            (void)convgen::weight_layout_for(spec, p);
+        }
     }
 }
 
