@@ -64,7 +64,13 @@ void constrain_dense(OutputImageParam p, const std::vector<int> &extents) {
 Expr activation_expr(Activation act, Expr v, float alpha) {
     switch (act) {
     case Activation::Identity: return v;
-    case Activation::Relu: return keep_nan(v, max(v, 0.0f));
+    case Activation::Relu: {
+        // Every float whose bits, read as int32, lie below -0x7fffff is negative and not NaN
+        // (-0 to -inf); the rest are positive, zero or NaN of either sign, which relu keeps. One
+        // integer compare that fast-math cannot fold, where keep_nan(v, max(v, 0)) costs four
+        // instructions per vector (8% of a 4-channel-group conv's time went to its epilogue).
+        return select(reinterpret(Int(32), v) < -0x7fffff, 0.0f, v);
+    }
     case Activation::Relu6: return keep_nan(v, clamp(v, 0.0f, 6.0f));
     case Activation::Leaky: return select(v > 0.0f, v, v * alpha);
     case Activation::Silu: return keep_nan(v, v / (1.0f + exp_saturating(-v)));

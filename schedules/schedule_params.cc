@@ -119,7 +119,7 @@ double wanted_lane_fraction(int extent, int width, int tile_vectors) {
 
 bool flat_rows_supported(const LayerSpec &spec) {
     if (spec.layout != Layout::NCHW) return false;
-    return spec.kind == LayerKind::DepthwisePointwise || (spec.k == 1 && spec.s == 1 && spec.p == 0 && spec.g == 1);
+    return spec.kind == LayerKind::DepthwisePointwise || (spec.k == 1 && spec.s == 1 && spec.p == 0);
 }
 
 bool channel_blocks_apply(const LayerSpec &spec, const ScheduleParams &params) {
@@ -295,8 +295,11 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
         // thread on AVX2 (interleaved A/B against along x), rows of 28 gained 1.09-1.28x (mbv1_b4,
         // mbv1_b6, mbv1_batch8), while rows of 7 and 14 and rows of whole vectors (40, 112) lost
         // 0.64-0.89x even where the model scored flat higher.
+        // Not for grouped convs: flat shufflenet_g3 (240 channels in 3 groups, 28x28; 4-row runs of
+        // 7 vectors x 8 channels) gained 1.06x at 1 thread but lost 0.91x at 2 on a Zen 4 against
+        // the heuristic's rows along x (interleaved, 5 rounds); the tuner measures it instead.
         const bool rows_waste_lanes = spec.out_w() % V != 0 && spec.out_w() > 2 * V;
-        const Choice flat = flat_rows_supported(spec) && rows_waste_lanes ? best_flat_tile(spec, V, registers) : Choice{};
+        const Choice flat = flat_rows_supported(spec) && rows_waste_lanes && !grouped_conv ? best_flat_tile(spec, V, registers) : Choice{};
         if (!channels && flat.score > along_x.score + 1e-9) {
             p.flat_rows = 1;
             p.tile_vectors = flat.tv;

@@ -96,7 +96,7 @@ WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &para
 bool channel_vectorization_supported(const LayerSpec &spec, int vector_width);
 
 // Whether flat_rows applies: NCHW, and the reduced operand's rows are contiguous (the dwconv
-// pointwise, or a 1x1 stride-1 unpadded dense conv).
+// pointwise, or a 1x1 stride-1 unpadded conv, dense or grouped).
 bool flat_rows_supported(const LayerSpec &spec);
 
 // Whether channel_blocks splits the parallel tasks: convs along channels, and dwconv with

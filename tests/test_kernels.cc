@@ -203,10 +203,12 @@ std::vector<ScheduleCase> schedule_cases() {
         }
     // Flattened row tiles (flat_rows): row widths that are not a multiple of the vector, pixel
     // runs rounded up into the next row (and past the image), tasks and row tiles that do not
-    // divide the image, channel tiles that do not divide c2; dwconv and 1x1 convs.
+    // divide the image, channel tiles that do not divide c2; dwconv and 1x1 convs, dense, grouped
+    // (tiles within a group and, where the group's channels are odd, across two) and depthwise.
     for (const char *s : {"dwconv c1=11 c2=21 h=13 w=27 k=3", "dwconv c1=6 c2=9 h=7 w=7 k=5 s=1 act=tanh",
                           "dwconv c1=8 c2=13 h=15 w=14 k=3 s=2 act=relu", "conv c1=12 c2=17 h=9 w=14 k=1 p=0 act=silu",
-                          "conv c1=5 c2=7 h=3 w=5 k=1 p=0"})
+                          "conv c1=5 c2=7 h=3 w=5 k=1 p=0", "conv c1=12 c2=24 h=9 w=14 k=1 p=0 g=3 act=relu",
+                          "conv c1=10 c2=15 h=7 w=11 k=1 p=0 g=5", "conv c1=9 c2=9 h=6 w=13 k=1 p=0 g=9 act=relu"})
         for (int ty : {1, 2, 4})
             for (int variant = 0; variant < 3; ++variant) {
                 ScheduleParams p;
