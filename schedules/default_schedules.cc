@@ -108,29 +108,37 @@ bool reads_padded_rows_strided(const LayerSpec &s, const ScheduleParams &p) {
            !(stream_applies(s, p) && p.stream_input);
 }
 
+// Vector lanes for a row of `row` floats copied from the input through the zero padding: at
+// least three vectors where the width allows. The first and last straddle the padding, the ones
+// between are plain loads once the row loop is partitioned (see the algorithm's padding); with
+// fewer, every vector is a gather: measured 1.1x on the public suite at 1 thread, 2x on a batch-8
+// grouped conv (staged rows), and 40% of a stride-2 grouped conv's time in 30-float padded rows
+// copied as two 16-lane vectors (512 channels of 28x28, 1 thread, Zen 4).
+int boundary_row_lanes(int row, int vector_width) {
+    int lanes = vector_width;
+    while (lanes > 4 && row < 3 * lanes) lanes /= 2;
+    return lanes;
+}
+
 // Stages the task's zero-padded input (`staged`) once per parallel task, vectorised along its
 // innermost dimension, so the reduction loops do plain loads with no boundary select.
 void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
     const LayerSpec &s = a.spec;
+    const int padded_lanes = boundary_row_lanes(s.w + 2 * s.p, p.vector_width);
     if (reads_padded_rows_strided(s, p)) {
-        a.padded.compute_at(a.output, task).vectorize(a.x, p.vector_width, TailStrategy::RoundUp);
+        a.padded.compute_at(a.output, task).vectorize(a.x, padded_lanes, TailStrategy::RoundUp);
         return;
     }
     a.staged.compute_at(a.output, task);
     if (s.layout == Layout::NCHW) {
-        // At least three vectors per staged row: the first and last straddle the zero padding,
-        // the ones between are plain loads once the row loop is partitioned (see the algorithm's
-        // padding). With fewer, every vector is a gather (measured 1.1x on the public suite at
-        // 1 thread, 2x on a batch-8 grouped conv).
         const int row = (s.w + 2 * s.p) / s.s;
-        int lanes = p.vector_width;
-        while (lanes > 4 && row < 3 * lanes) lanes /= 2;
+        const int lanes = boundary_row_lanes(row, p.vector_width);
         if (row >= lanes) a.staged.vectorize(a.xq, lanes);
         if (s.s > 1 && s.w + 2 * s.p >= p.vector_width) {
             // A strided read straight from the input through the zero-padding boundary condition
             // vectorises as a clamped, masked gather (a third of mbv1_b4's time). Padding each
             // channel's rows densely first makes the strided read a plain load from a buffer.
-            a.padded.compute_at(a.staged, a.c).vectorize(a.x, p.vector_width, TailStrategy::RoundUp);
+            a.padded.compute_at(a.staged, a.c).vectorize(a.x, padded_lanes, TailStrategy::RoundUp);
         }
     } else {
         // A task that is one block of a grouped conv's channel tiles stages only its groups'

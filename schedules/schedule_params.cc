@@ -309,8 +309,17 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
         // Grouped convs whose group input (zero-padded) fits comfortably in L2: one task per
         // channel tile over the whole image, staging just that group (measured 1.3-2x faster on
         // depthwise and 4-channel groups; slower once the staged group spills out of L2).
+        // Not where a task would be a few thousand MACs: a depthwise 7x7 or 14x14 image per task
+        // (441 or 1764 MACs) is mostly the pool's and the staging's per-task cost, and at 2
+        // threads the tasks contend (960 channels of 7x7: 0.034 ms at 1 thread, 0.069 at 2),
+        // where tasks of rows over all channels measured 0.037 / 0.034 (384 of 14x14: 0.039 /
+        // 0.053 against 0.041 / 0.026; 28x28, 7056 MACs a task, still gains from channel tasks:
+        // 0.056 / 0.042 against 0.075 / 0.060; Zen 4, 8 lanes, median of 500). Interleaved
+        // against channel tasks, 1 / 2 threads: 672 channels of 7x7 (5x5 kernel) 1.04x / 1.59x,
+        // 576 of 14x14 at stride 2 0.82x / 1.97x, 960 of 7x7 0.87x / 1.05x.
         const double group_bytes = 4.0 * (spec.c1 / spec.g) * (spec.h + 2.0 * spec.p) * (spec.w + 2.0 * spec.p);
-        if (!channels && grouped_conv && group_bytes <= 56 * 1024) p.parallel_channels = 1;
+        const double task_macs = double(spec.out_h()) * spec.out_w() * std::min(p.tile_rows, group_out) * (spec.c1 / spec.g) * spec.k * spec.k;
+        if (!channels && grouped_conv && group_bytes <= 56 * 1024 && task_macs >= 4096) p.parallel_channels = 1;
     } else {
         const Choice along_c = best_tile(spec.c2, spec.out_w(), false, false, 1);
         p.tile_vectors = along_c.tv;
@@ -359,8 +368,18 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
     const bool along_output_channels = !nchw && (spec.g == 1 || spec.is_depthwise_conv());
     if (split_wide_fma && widths.size() > 1 && (along_row || along_output_channels)) {
         const int extent = along_row ? spec.out_w() : spec.c2;
-        if (wanted_lane_fraction(extent, widths[1], p.tile_vectors) > 1.02 * wanted_lane_fraction(extent, widths.front(), p.tile_vectors))
-            p.vector_width = widths[1];
+        // A 3x3 depthwise conv's rows a little shorter than the wide vector (round_up_short_rows)
+        // also take 8 lanes where they waste no more: two ShiftInwards vectors of 8 instead of
+        // one rounded-up 16 over rows staged vector-wide. With the task rule above, against the
+        // previous heuristic (interleaved, 5 rounds, 1 / 2 threads): 384 channels of 14x14
+        // 1.33x / 1.77x, 160 of 12x12 1.40x / 1.47x, 256 of 10x10 1.38x / 1.83x. Not for 5x5
+        // kernels (480 channels of 14x14: 0.94x / 0.76x with 8 lanes) nor dense and grouped
+        // convs (14x14 at 1 thread: 0.87x and 0.90x).
+        const bool short_depthwise_rows = spec.is_depthwise_conv() && spec.k <= 3 && along_row && extent < widths.front() &&
+                                          2 * extent > widths.front();
+        const double narrow = wanted_lane_fraction(extent, widths[1], p.tile_vectors);
+        const double wide = wanted_lane_fraction(extent, widths.front(), p.tile_vectors);
+        if (narrow > 1.02 * wide || (short_depthwise_rows && narrow >= wide)) p.vector_width = widths[1];
     }
     return p;
 }

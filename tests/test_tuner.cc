@@ -563,6 +563,29 @@ TEST(Tuner, HeuristicTakesEightLanesWhereWideFmasAreSplitAndTheyWasteFewerLanes)
     EXPECT_EQ(aot.detail, "");
 }
 
+// Channel tasks (one channel tile over the whole image) only where a task is thousands of MACs:
+// a depthwise 7x7 or 14x14 image is not (441 or 1764 MACs), 28x28 (7056) and a 4-channel group's
+// tile of 14x14 (8 channels x 4 inputs x 9 x 196) are. 3x3 depthwise rows of 14 take 8 lanes on a
+// CPU that splits wide FMAs (two vectors instead of one rounded up), 5x5 ones and dense rows keep 16.
+TEST(Tuner, HeuristicGivesChannelTasksOnlyWhereATaskIsThousandsOfMacs) {
+    for (const char *text : {"conv c1=960 c2=960 h=7 w=7 k=3 g=960", "conv c1=384 c2=384 h=14 w=14 k=3 g=384",
+                             "conv c1=672 c2=672 h=7 w=7 k=5 g=672"}) {
+        const ScheduleParams p = heuristic_schedule(parse_layer_spec(text), IsaFamily::AVX512);
+        EXPECT_EQ(p.parallel_channels, 0) << text << ": " << p.to_string();
+        EXPECT_GE(ceil_div(parse_layer_spec(text).out_h(), p.parallel_rows), 2) << text << ": rows in one task leave a core idle";
+    }
+    for (const char *text : {"conv c1=192 c2=192 h=28 w=28 k=3 g=192", "conv c1=128 c2=128 h=14 w=14 k=3 g=32"}) {
+        const ScheduleParams p = heuristic_schedule(parse_layer_spec(text), IsaFamily::AVX512);
+        EXPECT_EQ(p.parallel_channels, 1) << text << ": " << p.to_string();
+    }
+    const LayerSpec dw14 = parse_layer_spec("conv c1=384 c2=384 h=14 w=14 k=3 g=384");
+    EXPECT_EQ(heuristic_schedule(dw14, IsaFamily::AVX512).vector_width, 16);
+    EXPECT_EQ(heuristic_schedule(dw14, IsaFamily::AVX512, true).vector_width, 8);
+    for (const char *text : {"conv c1=480 c2=480 h=14 w=14 k=5 g=480", "conv c1=256 c2=256 h=14 w=14 k=3"}) {
+        EXPECT_EQ(heuristic_schedule(parse_layer_spec(text), IsaFamily::AVX512, true).vector_width, 16) << text;
+    }
+}
+
 TEST(Tuner, HeuristicGivesGroupedConvsAlongChannelsOneTaskPerGroup) {
     const LayerSpec grouped = parse_layer_spec("conv c1=64 c2=64 h=28 w=28 k=3 g=2 layout=nhwc");
     const ScheduleParams g = heuristic_schedule(grouped, IsaFamily::AVX512);
