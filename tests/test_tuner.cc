@@ -586,6 +586,16 @@ TEST(Tuner, HeuristicGivesChannelTasksOnlyWhereATaskIsThousandsOfMacs) {
     }
 }
 
+// A strided NCHW conv takes channel vectors on an even score (its rows along x pay for strided
+// loads and a padded copy the model does not count); the same output from a stride-1 conv asks
+// channels for a clear win and stays along x.
+TEST(Tuner, HeuristicTakesChannelVectorsForStridedConvsOnAnEvenScore) {
+    const ScheduleParams strided = heuristic_schedule(parse_layer_spec("conv c1=128 c2=128 h=56 w=56 k=3 s=2"), IsaFamily::AVX512);
+    const ScheduleParams plain = heuristic_schedule(parse_layer_spec("conv c1=128 c2=128 h=28 w=28 k=3 s=1"), IsaFamily::AVX512);
+    EXPECT_EQ(strided.vectorize_channels, 1) << strided.to_string();
+    EXPECT_EQ(plain.vectorize_channels, 0) << plain.to_string();
+}
+
 TEST(Tuner, HeuristicGivesGroupedConvsAlongChannelsOneTaskPerGroup) {
     const LayerSpec grouped = parse_layer_spec("conv c1=64 c2=64 h=28 w=28 k=3 g=2 layout=nhwc");
     const ScheduleParams g = heuristic_schedule(grouped, IsaFamily::AVX512);
