@@ -318,6 +318,24 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         q.flat_rows ^= 1;
         q.tile_y = std::min(q.tile_y, 4);
         add(q);
+        // Turned on: also, per pixel tile of 1 to 4 vectors, the shortest run of whole tiles (see
+        // below) in tasks of whole runs. A flat run that is not whole tiles is rarely better than
+        // rows along x, so from rows along x the plain toggle above seldom leads anywhere (from
+        // shufflenet_g3's record, 3 vectors x 5 channels, no run of 8 rows or fewer is whole tiles of 48).
+        if (!p.flat_rows) {
+            for (int tv = 1; tv <= 4; ++tv) {
+                const int tile = tv * p.vector_width;
+                for (int ty = 1; ty <= std::min(8, spec.out_h()); ++ty) {
+                    if (ty * spec.out_w() % tile != 0) continue;
+                    ScheduleParams r = q;
+                    r.tile_vectors = tv;
+                    r.tile_y = ty;
+                    r.parallel_rows = std::min(spec.out_h() * spec.n, ceil_div(p.parallel_rows, ty) * ty);
+                    add(adapt_to_spec(r, spec));
+                    break;
+                }
+            }
+        }
         // The flat run of a whole task's rows: one pass over each weight per task.
         if (p.flat_rows && p.tile_y != std::min(8, p.parallel_rows)) {
             q = p;

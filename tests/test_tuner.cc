@@ -365,7 +365,8 @@ TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
         std::set<int> rows;
         for (const auto &q : schedule_mutations(p, spec, IsaFamily::AVX512, threads)) {
             EXPECT_FALSE(q == p) << "a mutation changes something";
-            EXPECT_LE(q.tile_vectors * q.tile_rows * q.tile_y, 64) << q.to_string();
+            // A flat run's rows are not in the register tile (tile_flat_rows).
+            EXPECT_LE(q.tile_vectors * q.tile_rows * (q.flat_rows ? 1 : q.tile_y), 64) << q.to_string();
             EXPECT_TRUE(q.tile_y == 1 || !q.vectorize_channels) << q.to_string();
             EXPECT_TRUE(q.channel_blocks == 1 || channel_blocks_apply(spec, q)) << q.to_string();
             EXPECT_TRUE(!q.stream_input || stream_applies(spec, q)) << q.to_string();
@@ -393,11 +394,25 @@ TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
             EXPECT_EQ(q.stream_input, 0) << q.to_string();
         }
     }
+    // Turning flat rows on from rows along x also proposes runs of whole pixel tiles: from a
+    // grouped 1x1 conv's 3-vector tile over 28-wide rows (no run of 8 rows or fewer is whole
+    // tiles of 48), one vector over 4 rows (112 pixels, 7 tiles), in tasks of whole runs.
+    const LayerSpec grouped_1x1 = parse_layer_spec("conv c1=240 c2=240 h=28 w=28 k=1 p=0 g=3");
+    const ScheduleParams rows = ScheduleParams::parse("vec=16 tile_vectors=3 tile_rows=5 parallel_rows=7");
+    bool whole_run = false;
+    for (const auto &q : schedule_mutations(rows, grouped_1x1, IsaFamily::AVX512, 1)) {
+        if (q.flat_rows && q.tile_vectors == 1 && q.tile_y == 4) {
+            whole_run = true;
+            EXPECT_EQ(q.parallel_rows % 4, 0) << q.to_string();
+        }
+    }
+    EXPECT_TRUE(whole_run);
     // Accumulators past twice the AVX-512 register file are never proposed.
     p.tile_rows = 8;
     p.tile_vectors = 4;
     p.tile_y = 2;
-    for (const auto &q : schedule_mutations(p, spec, IsaFamily::AVX512, 1)) EXPECT_LE(q.tile_vectors * q.tile_rows * q.tile_y, 64);
+    for (const auto &q : schedule_mutations(p, spec, IsaFamily::AVX512, 1))
+        EXPECT_LE(q.tile_vectors * q.tile_rows * (q.flat_rows ? 1 : q.tile_y), 64) << q.to_string();
 
     // A grouped conv whose groups hold whole vectors may go along channels, and then never keeps
     // channel tasks (an along-x schedule); one with 6 channels per group stays along x.
