@@ -287,8 +287,10 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
         // Channel mode stores NCHW output with scalar scatters and measured slower than the model
         // says on mbv1_b8/b13-like pointwise layers: ask for a clear win. Strided convs along x
         // pay what the model does not count either (two loads and a shuffle per input vector, the
-        // padded rows' copy): there an even score takes channels (dense 3x3 stride-2 convs of
-        // 56, 28 and 112 pixels, 1 thread, Zen 4: 1.37x, 1.26x, 1.15x over rows along x).
+        // padded rows' copy): there an even score takes channels. Against the 1.5 margin,
+        // interleaved, 1 / 2 threads, Zen 4: dense 3x3 stride-2 convs of 56, 28 and 112 pixels
+        // 1.31x / 1.28x, 0.97x / 1.13x, 1.15x / 1.12x; grouped ones (g=4 of 80x80, g=2 of 60x60)
+        // 0.99x / 1.20x and 1.21x / 1.49x.
         const double channel_margin = spec.kind == LayerKind::Conv && spec.s > 1 ? 1.0 : 1.5;
         const bool channels = along_c.score > channel_margin * along_x.score;
         p.vectorize_channels = channels ? 1 : 0;
