@@ -337,6 +337,26 @@ TEST(Jit, ChannelBlocksAndShortRowsShapeTheLoopNest) {
     EXPECT_NE(seven.find("vectorized x.x_vi in [0, 6]"), std::string::npos) << seven;
 }
 
+// A strided conv's zero-padded rows are copied in vectors of which at least three fit a row where
+// the row allows: the first and last straddle the padding and the ones between are plain loads.
+// 30-float rows (28 + padding) at vec=16 take 8 lanes (two 16-lane vectors would both be gathers),
+// 58-float rows keep 16.
+TEST(Jit, PaddedRowsHoldAtLeastThreeVectors) {
+    CompileOptions o;
+    o.has_schedule = true;
+    o.schedule = ScheduleParams::parse("vec=16 tile_vectors=1 tile_rows=8 parallel_rows=2 tile_y=2");
+    auto padded_vector = [&](const char *spec) {
+        const std::string text = explain(parse_layer_spec(spec), o);
+        const size_t produce = text.find("produce padded:");
+        EXPECT_NE(produce, std::string::npos) << text;
+        if (produce == std::string::npos) return std::string();
+        const size_t v = text.find("vectorized", produce);
+        return text.substr(v, text.find('\n', v) - v);
+    };
+    EXPECT_NE(padded_vector("conv c1=32 c2=32 h=28 w=28 k=3 s=2 g=2").find("in [0, 7]"), std::string::npos);
+    EXPECT_NE(padded_vector("conv c1=32 c2=32 h=56 w=56 k=3 s=2 g=2").find("in [0, 15]"), std::string::npos);
+}
+
 // `explain` of a spec under the given schedule text.
 std::string explain_with(const char *spec, const std::string &schedule) {
     CompileOptions o;
