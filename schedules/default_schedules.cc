@@ -64,16 +64,6 @@ void split_channel_tiles_into_tasks(LayerAlgorithm &a, const ScheduleParams &p, 
     a.output.reorder(inner).fuse(yo, cb, yb).fuse(yb, a.n, t);
 }
 
-// NCHW along x with output rows a little shorter than one vector (9 to 15 floats on AVX-512): the
-// accumulator is computed one whole vector wide (RoundUp) over zero-padded operand rows bounded
-// to that width, instead of a row-wide odd vector that LLVM assembles from 8-, 4- and 2-lane loads
-// and inserts, which compete with the FMAs for the shuffle port (1.15x on a 14x14 1x1 conv at
-// 1 thread on AVX-512). Rows of half a vector or less would waste over half the lanes: flat_rows
-// or channel vectorisation serve those.
-bool round_up_short_rows(const LayerSpec &s, const ScheduleParams &p) {
-    return s.layout == Layout::NCHW && s.out_w() < p.vector_width && 2 * s.out_w() > p.vector_width;
-}
-
 // With round_up_short_rows: the staged input covers every column a vector-wide accumulator row
 // reads (the columns past the image are the zero padding).
 void bound_staged_to_vector_rows(LayerAlgorithm &a, const ScheduleParams &p) {

@@ -128,6 +128,10 @@ bool channel_blocks_apply(const LayerSpec &spec, const ScheduleParams &params) {
     return params.depthwise_per_task && !flat_along_x;
 }
 
+bool round_up_short_rows(const LayerSpec &spec, const ScheduleParams &params) {
+    return spec.layout == Layout::NCHW && spec.out_w() < params.vector_width && 2 * spec.out_w() > params.vector_width;
+}
+
 bool stream_applies(const LayerSpec &spec, const ScheduleParams &params) {
     if (!params.autoscheduler.empty()) return false;
     const bool channels = along_channels(spec, params);
@@ -324,7 +328,7 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
         // against channel tasks, 1 / 2 threads: 672 channels of 7x7 (5x5 kernel) 1.04x / 1.59x,
         // 576 of 14x14 at stride 2 0.82x / 1.97x, 960 of 7x7 0.87x / 1.05x.
         const double group_bytes = 4.0 * (spec.c1 / spec.g) * (spec.h + 2.0 * spec.p) * (spec.w + 2.0 * spec.p);
-        const double task_macs = double(spec.out_h()) * spec.out_w() * std::min(p.tile_rows, group_out) * (spec.c1 / spec.g) * spec.k * spec.k;
+        const double task_macs = double(spec.out_h()) * spec.out_w() * output_channel_tile(spec, p) * (spec.c1 / spec.g) * spec.k * spec.k;
         if (!channels && grouped_conv && group_bytes <= 56 * 1024 && task_macs >= 4096) p.parallel_channels = 1;
     } else {
         const Choice along_c = best_tile(spec.c2, spec.out_w(), false, false, 1);
@@ -381,8 +385,7 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
         // 1.33x / 1.77x, 160 of 12x12 1.40x / 1.47x, 256 of 10x10 1.38x / 1.83x. Not for 5x5
         // kernels (480 channels of 14x14: 0.94x / 0.76x with 8 lanes) nor dense and grouped
         // convs (14x14 at 1 thread: 0.87x and 0.90x).
-        const bool short_depthwise_rows = spec.is_depthwise_conv() && spec.k <= 3 && along_row && extent < widths.front() &&
-                                          2 * extent > widths.front();
+        const bool short_depthwise_rows = spec.is_depthwise_conv() && spec.k <= 3 && along_row && round_up_short_rows(spec, p);
         const double narrow = wanted_lane_fraction(extent, widths[1], p.tile_vectors);
         const double wide = wanted_lane_fraction(extent, widths.front(), p.tile_vectors);
         if (narrow > 1.02 * wide || (short_depthwise_rows && narrow >= wide)) p.vector_width = widths[1];

@@ -318,22 +318,28 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         q.flat_rows ^= 1;
         q.tile_y = std::min(q.tile_y, 4);
         add(q);
-        // Turned on: also, per pixel tile of 1 to 4 vectors, the shortest run of whole tiles (see
-        // below) in tasks of whole runs. A flat run that is not whole tiles is rarely better than
-        // rows along x, so from rows along x the plain toggle above seldom leads anywhere (from
-        // shufflenet_g3's record, 3 vectors x 5 channels, no run of 8 rows or fewer is whole tiles of 48).
+        // The flat run of `base`'s pixel tile that is the shortest whole number of tiles (RoundUp
+        // computes the rest: one 28-pixel row in tiles of 16 computes 32, four rows exactly 112),
+        // in tasks of whole runs; none when no run of 8 rows or fewer is whole tiles.
+        auto whole_tile_run = [&](ScheduleParams base) {
+            const int tile = base.tile_vectors * base.vector_width;
+            for (int ty = 1; ty <= std::min(8, spec.out_h()); ++ty) {
+                if (ty * spec.out_w() % tile != 0) continue;
+                base.tile_y = ty;
+                base.parallel_rows = std::min(spec.out_h() * spec.n, ceil_div(p.parallel_rows, ty) * ty);
+                return std::optional<ScheduleParams>(adapt_to_spec(base, spec));
+            }
+            return std::optional<ScheduleParams>();
+        };
+        // Turned on: also the whole-tile run of a pixel tile of 1 to 4 vectors. A flat run that is
+        // not whole tiles is rarely better than rows along x, so from rows along x the plain toggle
+        // above seldom leads anywhere (from shufflenet_g3's record, 3 vectors x 5 channels, no run
+        // of 8 rows or fewer is whole tiles of 48).
         if (!p.flat_rows) {
             for (int tv = 1; tv <= 4; ++tv) {
-                const int tile = tv * p.vector_width;
-                for (int ty = 1; ty <= std::min(8, spec.out_h()); ++ty) {
-                    if (ty * spec.out_w() % tile != 0) continue;
-                    ScheduleParams r = q;
-                    r.tile_vectors = tv;
-                    r.tile_y = ty;
-                    r.parallel_rows = std::min(spec.out_h() * spec.n, ceil_div(p.parallel_rows, ty) * ty);
-                    add(adapt_to_spec(r, spec));
-                    break;
-                }
+                ScheduleParams r = q;
+                r.tile_vectors = tv;
+                if (const auto run = whole_tile_run(r)) add(*run);
             }
         }
         // The flat run of a whole task's rows: one pass over each weight per task.
@@ -342,20 +348,10 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
             q.tile_y = std::min(8, p.parallel_rows);
             add(q);
         }
-        // The shortest flat run that is whole pixel tiles (RoundUp computes the rest: one 28-pixel
-        // row in tiles of 16 computes 32, four rows exactly 112), in tasks of whole runs.
+        // The current tile's whole-tile run.
         if (p.flat_rows) {
-            const int tile = p.tile_vectors * p.vector_width;
-            for (int ty = 1; ty <= std::min(8, spec.out_h()); ++ty) {
-                if (ty * spec.out_w() % tile != 0) continue;
-                if (ty != p.tile_y) {
-                    q = p;
-                    q.tile_y = ty;
-                    q.parallel_rows = std::min(spec.out_h() * spec.n, ceil_div(p.parallel_rows, ty) * ty);
-                    add(q);
-                }
-                break;
-            }
+            const auto run = whole_tile_run(p);
+            if (run && run->tile_y != p.tile_y) add(*run);
         }
     }
     return out;

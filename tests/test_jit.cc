@@ -351,7 +351,8 @@ TEST(Jit, PaddedRowsHoldAtLeastThreeVectors) {
         EXPECT_NE(produce, std::string::npos) << text;
         if (produce == std::string::npos) return std::string();
         const size_t v = text.find("vectorized", produce);
-        return text.substr(v, text.find('\n', v) - v);
+        EXPECT_NE(v, std::string::npos) << text;
+        return v == std::string::npos ? std::string() : text.substr(v, text.find('\n', v) - v);
     };
     EXPECT_NE(padded_vector("conv c1=32 c2=32 h=28 w=28 k=3 s=2 g=2").find("in [0, 7]"), std::string::npos);
     EXPECT_NE(padded_vector("conv c1=32 c2=32 h=56 w=56 k=3 s=2 g=2").find("in [0, 15]"), std::string::npos);
