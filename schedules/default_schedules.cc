@@ -82,21 +82,12 @@ void vectorize_tile(StageOrFunc &s, const VarOrRVar &v, int lanes, TailStrategy 
     s.split(v, vo, vi, lanes, tail).vectorize(vi).unroll(vo);
 }
 
-// Strided NCHW convs whose stride-phase split (`staged`) is inlined: the task's zero-padded rows
-// (`padded`) are computed once per task and the reduction reads them with strided vector loads
-// (two loads and a deinterleaving shuffle per input vector, shared by the tile's output
-// channels). Splitting the phases into a buffer first was a second pass over the input, 14% of
-// resnext_g32_s2's samples; without it, same tuned schedules, interleaved, 5 rounds: resnext_g32_s2
-// 1.037x / 1.045x, yolo_g4_s2 1.016x / 1.038x at 1 / 2 threads. Not with stream_input (the sliding
-// window is over `staged`) nor rows narrower than a vector (padded then stays inline). Not for
-// dwconv either: its depthwise stage reading `padded` this way (1.03-1.07x on mbv1_b2 and mbv1_b4)
-// faulted with one-row tasks whose depthwise is per task and streamed, where Halide 14 emits an
-// aligned 512-bit load at a 32-byte offset (a 16-wide tile shifted in to x = 12 of a 28-wide row);
-// KernelScheduleVariants has those schedules.
-bool reads_padded_rows_strided(const LayerSpec &s, const ScheduleParams &p) {
-    return s.kind == LayerKind::Conv && s.layout == Layout::NCHW && s.s > 1 && s.w + 2 * s.p >= p.vector_width &&
-           !(stream_applies(s, p) && p.stream_input);
-}
+// Strided NCHW convs along x read the task's zero-padded rows (`padded`) with strided vector loads
+// (two loads and a deinterleaving shuffle per input vector, shared by the tile's output channels):
+// see reads_padded_rows_strided in schedule_params.h. Not for dwconv: its depthwise stage reading
+// `padded` this way (1.03-1.07x on mbv1_b2 and mbv1_b4) faulted with one-row tasks whose depthwise
+// is per task and streamed, where Halide 14 emits an aligned 512-bit load at a 32-byte offset (a
+// 16-wide tile shifted in to x = 12 of a 28-wide row); KernelScheduleVariants has those schedules.
 
 // Vector lanes for a row of `row` floats copied from the input through the zero padding: at
 // least three vectors where the width allows. The first and last straddle the padding, the ones
@@ -116,7 +107,13 @@ void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
     const LayerSpec &s = a.spec;
     const int padded_lanes = boundary_row_lanes(s.w + 2 * s.p, p.vector_width);
     if (reads_padded_rows_strided(s, p)) {
-        a.padded.compute_at(a.output, task).vectorize(a.x, padded_lanes, TailStrategy::RoundUp);
+        // Vectors that start at multiples of the lanes from column 0 (align_bounds): where they
+        // divide the row, each is inside the image or wholly padding, and none is a gather. 56
+        // columns at vec=16 take 8 lanes for that (3.5 vectors of 16 would straddle the end).
+        int lanes = padded_lanes;
+        if (s.w % lanes != 0 && lanes >= 16 && s.w % (lanes / 2) == 0) lanes /= 2;
+        if (s.w % lanes == 0) a.padded.align_bounds(a.x, lanes);
+        a.padded.compute_at(a.output, task).vectorize(a.x, lanes, TailStrategy::RoundUp);
         return;
     }
     a.staged.compute_at(a.output, task);
@@ -325,7 +322,13 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
         a.output.parallel(t).unroll(ci).unroll(yr);
         vectorize_tile(a.output, xi, tx.lanes, TailStrategy::ShiftInwards);
         stage_input(a, p, t);
-        if (stream_applies(s, p) && p.stream_input) a.staged.store_at(a.output, t).compute_at(a.output, yt);  // sliding window
+        if (stream_applies(s, p) && p.stream_input) {
+            // Sliding window over the task's rows: each row tile computes only the rows it adds,
+            // so their loads overlap the tile's FMAs instead of streaming the whole task's input
+            // through L2 first.
+            Func rows = reads_padded_rows_strided(s, p) ? a.padded : a.staged;
+            rows.store_at(a.output, t).compute_at(a.output, yt);
+        }
         if (round_up_short_rows(s, p) && !reads_padded_rows_strided(s, p)) bound_staged_to_vector_rows(a, p);
         Stage upd = accumulate_along_x(a, p, a.conv, {rx, ry, rc}, xo, tx.lanes, ty);
         if (s.k <= 7) upd.unroll(rx);

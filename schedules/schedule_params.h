@@ -58,9 +58,11 @@ struct ScheduleParams {
     // 1 stages the zero-padded input as it is consumed instead of all of a task's rows first:
     // NCHW dwconv with depthwise_per_task, per channel of the task's depthwise; dwconv per row tile
     // (not flat_rows) and NCHW convs along x, per row tile, Halide's sliding window keeping the
-    // task's rows in one buffer and computing only the rows each tile adds. The copy's loads
-    // then overlap the compute, and a task's staged rows (up to 1.7 MB) no longer stream
-    // through L2 before they are read. Ignored elsewhere (stream_applies). Text form omits 0.
+    // task's rows in one buffer and computing only the rows each tile adds (strided convs: their
+    // zero-padded rows, per channel tile and row tile, so a grouped conv's tile copies only its
+    // groups' rows; a dense conv's tiles each copy all of them). The copy's loads then overlap
+    // the compute, and a task's staged rows (up to 1.7 MB) no longer stream through L2 before
+    // they are read. Ignored elsewhere (stream_applies). Text form omits 0.
     int stream_input = 0;
     // Not convgen's templates but one of Halide 14's autoschedulers (Mullapudi2016, Li2018,
     // Adams2019) on the same algorithm; the knobs above are then unused. Text form: auto=<name>.
@@ -115,6 +117,13 @@ bool round_up_short_rows(const LayerSpec &spec, const ScheduleParams &params);
 
 // Whether stream_input changes the schedule (see ScheduleParams::stream_input).
 bool stream_applies(const LayerSpec &spec, const ScheduleParams &params);
+
+// Strided NCHW convs (rows at least a vector wide): the reduction reads the zero-padded input rows
+// (`padded`, computed per task, or per row tile with stream_input) with strided loads, not a
+// stride-phase split (`staged`): splitting the phases into a buffer first was a second pass over
+// the input, 14% of resnext_g32_s2's samples; without it, same tuned schedules, interleaved, 5
+// rounds: resnext_g32_s2 1.037x / 1.045x, yolo_g4_s2 1.016x / 1.038x at 1 / 2 threads.
+bool reads_padded_rows_strided(const LayerSpec &spec, const ScheduleParams &params);
 
 // Parallel tasks per row block of one image: channel_blocks (at most the output channel tiles)
 // where it applies, else 1.

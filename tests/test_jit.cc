@@ -340,22 +340,36 @@ TEST(Jit, ChannelBlocksAndShortRowsShapeTheLoopNest) {
 // A strided conv's zero-padded rows are copied in vectors of which at least three fit a row where
 // the row allows: the first and last straddle the padding and the ones between are plain loads.
 // 30-float rows (28 + padding) at vec=16 take 8 lanes (two 16-lane vectors would both be gathers),
-// 58-float rows keep 16.
+// 60-float rows keep 16. Where the lanes (or half of 16) divide the image's width, the vectors
+// start at multiples of the lanes from column 0, none straddling: 56 columns (of which a stride-2
+// 3x3 reads -1 to 55) take 8 vectors of 8, one of padding and seven of the image; 48 columns take
+// 4 vectors of 16.
 TEST(Jit, PaddedRowsHoldAtLeastThreeVectors) {
     CompileOptions o;
     o.has_schedule = true;
     o.schedule = ScheduleParams::parse("vec=16 tile_vectors=1 tile_rows=8 parallel_rows=2 tile_y=2");
-    auto padded_vector = [&](const char *spec) {
+    // The extents of the copy's loop over vectors and of its vector: "[0, 3] [0, 15]".
+    auto padded_loop = [&](const char *spec) {
         const std::string text = explain(parse_layer_spec(spec), o);
         const size_t produce = text.find("produce padded:");
         EXPECT_NE(produce, std::string::npos) << text;
         if (produce == std::string::npos) return std::string();
-        const size_t v = text.find("vectorized", produce);
+        const size_t loop = text.find("for x.x", produce), v = text.find("vectorized", produce);
+        EXPECT_NE(loop, std::string::npos) << text;
         EXPECT_NE(v, std::string::npos) << text;
-        return v == std::string::npos ? std::string() : text.substr(v, text.find('\n', v) - v);
+        if (loop == std::string::npos || v == std::string::npos || v < loop) return std::string();
+        auto extent = [&](size_t line) {
+            const size_t open = text.find('[', line), close = text.find(']', line);
+            return open < close && close != std::string::npos ? text.substr(open, close - open + 1) : std::string("?");
+        };
+        return extent(loop) + " " + extent(v);
     };
-    EXPECT_NE(padded_vector("conv c1=32 c2=32 h=28 w=28 k=3 s=2 g=2").find("in [0, 7]"), std::string::npos);
-    EXPECT_NE(padded_vector("conv c1=32 c2=32 h=56 w=56 k=3 s=2 g=2").find("in [0, 15]"), std::string::npos);
+    EXPECT_EQ(padded_loop("conv c1=32 c2=32 h=28 w=28 k=3 s=2 g=2"), "[0, 3] [0, 7]");
+    EXPECT_EQ(padded_loop("conv c1=32 c2=32 h=58 w=58 k=3 s=2 g=2"), "[0, 3] [0, 15]");
+    EXPECT_EQ(padded_loop("conv c1=32 c2=32 h=56 w=56 k=3 s=2 g=2"), "[0, 7] [0, 7]");
+    EXPECT_EQ(padded_loop("conv c1=32 c2=32 h=48 w=48 k=3 s=2 g=2"), "[0, 3] [0, 15]");
+    // A 5x5 kernel's reads of 48 columns, -2 to 48, in vectors from -16 (five) rather than from -2 (four).
+    EXPECT_EQ(padded_loop("conv c1=32 c2=32 h=48 w=48 k=5 p=2 s=2 g=2"), "[0, 4] [0, 15]");
 }
 
 // `explain` of a spec under the given schedule text.

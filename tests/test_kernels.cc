@@ -353,6 +353,24 @@ std::vector<ScheduleCase> schedule_cases() {
             p.stream_input = 1;
             cases.push_back({s, p});
         }
+    // Strided NCHW convs along x reading zero-padded rows whose vectors start at multiples of the
+    // lanes (align_bounds, where the lanes divide the width: 16 lanes of 48 and 64 columns, 8 of 40
+    // and of 56 at vec=16) or not (46, 41 columns), per task and per row tile (stream_input), with
+    // channel tasks and several rows a tile.
+    for (const char *s : {"conv c1=4 c2=8 h=10 w=48 k=3 s=2 g=2 act=relu", "conv c1=3 c2=8 h=11 w=64 k=5 s=2 p=2",
+                          "conv c1=8 c2=8 h=9 w=40 k=3 s=2 g=8", "conv c1=8 c2=16 h=7 w=56 k=3 s=2 g=4 act=relu",
+                          "conv c1=6 c2=6 h=9 w=46 k=3 s=2 g=6", "conv c1=4 c2=4 h=8 w=41 k=3 s=3 g=2"})
+        for (int variant = 0; variant < 4; ++variant) {
+            ScheduleParams p;
+            p.vector_width = variant == 3 ? 8 : 16;
+            p.tile_vectors = 1 + variant % 2;
+            p.tile_rows = std::string(s).find("g=") != std::string::npos ? 1 : 4;
+            p.tile_y = variant == 1 ? 2 : 1;
+            p.parallel_rows = 1 + 2 * variant;
+            p.parallel_channels = variant >= 2 && std::string(s).find("g=") != std::string::npos;
+            p.stream_input = variant % 3 != 0;
+            cases.push_back({s, p});
+        }
     return cases;
 }
 

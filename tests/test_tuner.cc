@@ -611,6 +611,24 @@ TEST(Tuner, HeuristicTakesChannelVectorsForStridedConvsOnAnEvenScore) {
     EXPECT_EQ(plain.vectorize_channels, 0) << plain.to_string();
 }
 
+TEST(Tuner, HeuristicStreamsTheZeroPaddedRowsOfGroupedStridedConvsBiggerThanL1) {
+    // Channel tasks of 8 input channels of 58x58 (107 KB), row tasks of 240 depthwise channels
+    // (9 rows of 30: 259 KB): per channel tile and row tile.
+    for (const char *big : {"conv c1=256 c2=256 h=56 w=56 k=3 s=2 g=32 act=relu", "conv c1=240 c2=240 h=28 w=28 k=3 s=2 g=240"}) {
+        const ScheduleParams p = heuristic_schedule(parse_layer_spec(big), IsaFamily::AVX512);
+        EXPECT_EQ(p.vectorize_channels, 0) << big << ": " << p.to_string();
+        EXPECT_EQ(p.stream_input, 1) << big << ": " << p.to_string();
+    }
+    // A depthwise channel of 47x49 a task (9 KB) stays per task; a dense strided conv along x
+    // would copy all its rows again per channel tile.
+    const ScheduleParams small = heuristic_schedule(parse_layer_spec("conv c1=120 c2=120 h=45 w=47 k=3 s=2 g=120"), IsaFamily::AVX512);
+    EXPECT_EQ(small.parallel_channels, 1) << small.to_string();
+    EXPECT_EQ(small.stream_input, 0) << small.to_string();
+    const ScheduleParams dense = heuristic_schedule(parse_layer_spec("conv c1=3 c2=64 h=224 w=224 k=7 s=2 p=3"), IsaFamily::AVX512);
+    EXPECT_EQ(dense.vectorize_channels, 0) << dense.to_string();
+    EXPECT_EQ(dense.stream_input, 0) << dense.to_string();
+}
+
 TEST(Tuner, HeuristicGivesGroupedConvsAlongChannelsOneTaskPerGroup) {
     const LayerSpec grouped = parse_layer_spec("conv c1=64 c2=64 h=28 w=28 k=3 g=2 layout=nhwc");
     const ScheduleParams g = heuristic_schedule(grouped, IsaFamily::AVX512);
