@@ -101,19 +101,25 @@ int boundary_row_lanes(int row, int vector_width) {
     return lanes;
 }
 
+// Vectorises the zero-padded rows' copy (`padded`) along x, in boundary_row_lanes vectors that
+// start at multiples of the lanes from column 0 (align_bounds) where the lanes, or half of 16,
+// divide the image's width: each vector is then inside the image or wholly padding, and none is a
+// gather. 56 columns at vec=16 take 8 lanes for that (3.5 vectors of 16 would straddle the end).
+void vectorize_padded_rows(LayerAlgorithm &a, const ScheduleParams &p) {
+    const LayerSpec &s = a.spec;
+    int lanes = boundary_row_lanes(s.w + 2 * s.p, p.vector_width);
+    if (s.w % lanes != 0 && lanes >= 16 && s.w % (lanes / 2) == 0) lanes /= 2;
+    if (s.w % lanes == 0) a.padded.align_bounds(a.x, lanes);
+    a.padded.vectorize(a.x, lanes, TailStrategy::RoundUp);
+}
+
 // Stages the task's zero-padded input (`staged`) once per parallel task, vectorised along its
 // innermost dimension, so the reduction loops do plain loads with no boundary select.
 void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
     const LayerSpec &s = a.spec;
-    const int padded_lanes = boundary_row_lanes(s.w + 2 * s.p, p.vector_width);
     if (reads_padded_rows_strided(s, p)) {
-        // Vectors that start at multiples of the lanes from column 0 (align_bounds): where they
-        // divide the row, each is inside the image or wholly padding, and none is a gather. 56
-        // columns at vec=16 take 8 lanes for that (3.5 vectors of 16 would straddle the end).
-        int lanes = padded_lanes;
-        if (s.w % lanes != 0 && lanes >= 16 && s.w % (lanes / 2) == 0) lanes /= 2;
-        if (s.w % lanes == 0) a.padded.align_bounds(a.x, lanes);
-        a.padded.compute_at(a.output, task).vectorize(a.x, lanes, TailStrategy::RoundUp);
+        a.padded.compute_at(a.output, task);
+        vectorize_padded_rows(a, p);
         return;
     }
     a.staged.compute_at(a.output, task);
@@ -125,7 +131,8 @@ void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
             // A strided read straight from the input through the zero-padding boundary condition
             // vectorises as a clamped, masked gather (a third of mbv1_b4's time). Padding each
             // channel's rows densely first makes the strided read a plain load from a buffer.
-            a.padded.compute_at(a.staged, a.c).vectorize(a.x, padded_lanes, TailStrategy::RoundUp);
+            a.padded.compute_at(a.staged, a.c);
+            vectorize_padded_rows(a, p);
         }
     } else {
         // A task that is one block of a grouped conv's channel tiles stages only its groups'
