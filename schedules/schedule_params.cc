@@ -262,7 +262,8 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
     // in registers (tr broadcasts when rows hold them, else tv weight vectors). With `y_extent`
     // (NCHW along x) the tile may also hold ty output rows: each broadcast weight then feeds
     // tv*ty input vectors, which are the operands held (see accumulate_along_x).
-    auto best_tile = [&](int vec_extent, int row_extent, bool rows_hold_registers, bool rows_within_group, int y_extent) {
+    auto best_tile = [&](int vec_extent, int row_extent, bool rows_hold_registers, bool rows_within_group, int y_extent,
+                         int min_rows = 1) {
         Choice best;
         for (int ty = 1; ty <= std::max(1, std::min(4, y_extent)); ++ty) {
             for (int tv = 1; tv <= std::max(1, std::min(8, ceil_div(vec_extent, V))); ++tv) {
@@ -270,6 +271,7 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
                     const int held = ty > 1 ? tv * ty : (rows_hold_registers ? tr : tv);
                     if (tv * ty * tr + held + 1 > registers) break;
                     if (tr > row_extent) break;
+                    if (tr < min_rows) continue;
                     // Grouped convs: a row tile inside one group shares its input loads.
                     if (rows_within_group && group_out % tr != 0) continue;
                     if (vec_extent >= V && tv > vec_extent / V) continue;
@@ -290,8 +292,12 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
     if (nchw) {
         const Choice along_x = best_tile(spec.out_w(), spec.c2, true, grouped_conv, spec.out_h());
         Choice along_c;
+        // Channel vectors reuse each weight vector across the tile's pixels only: conv tiles of 1-3
+        // pixels stream the weights from L2 once per pixel or two (256 channels of 14x14 3x3: 8
+        // vectors x 2 pixels 0.87x against rows along x, 2 vectors x 7 pixels 1.14x at 1 thread).
+        const int min_pixels = spec.kind == LayerKind::Conv ? std::min(4, spec.out_w()) : 1;
         if (channel_vectorization_supported(spec, p.vector_width))
-            along_c = best_tile(grouped_conv ? group_out : spec.c2, spec.out_w(), false, false, 1);
+            along_c = best_tile(grouped_conv ? group_out : spec.c2, spec.out_w(), false, false, 1, min_pixels);
         // Channel mode stores NCHW output with scalar scatters and measured slower than the model
         // says on mbv1_b8/b13-like pointwise layers: ask for a clear win. Strided convs along x
         // pay what the model does not count either (two loads and a shuffle per input vector, the
@@ -299,7 +305,18 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
         // interleaved, 1 / 2 threads, Zen 4: dense 3x3 stride-2 convs of 56, 28 and 112 pixels
         // 1.31x / 1.28x, 0.97x / 1.13x, 1.15x / 1.12x; grouped ones (g=4 of 80x80, g=2 of 60x60)
         // 0.99x / 1.20x and 1.21x / 1.49x.
-        const double channel_margin = spec.kind == LayerKind::Conv && spec.s > 1 ? 1.0 : 1.5;
+        // So do convs with k > 1 whose rows are under three vectors (14, 27, 28, 35, 40 wide at 16
+        // lanes) and whose channels are whole vectors, which the tuner's records take along
+        // channels too. Interleaved against the 1.5 margin, 1 / 2 threads, Zen 4: 512 channels of
+        // 14x14 in 8 groups 1.15x / 1.29x, alexnet_g2's shape 1.11x / 1.22x, 256 of 14x14 1.14x /
+        // 1.28x, 128 of 28x28 1.12x / 1.16x (batch 4 of 64: 1.10x / 1.13x), 128 of 40x40 in 4
+        // groups 1.14x / 1.15x, 96 of 35x35 in 2 groups 1.11x / 1.07x; AVX2 code on the same host
+        // (rows under 24), 1 thread: 1.03x, 1.10x, 128 of 20x20 1.21x, alexnet_g2's shape 1.02x.
+        // Not 56-wide rows (0.97x: 8-lane rows along x waste nothing there), 1x1 convs
+        // (0.84-0.91x), nor 24 channels of 7x7 (0.71x: a vector and a half of channels).
+        const int channel_extent = grouped_conv ? group_out : spec.c2;
+        const bool short_rows = spec.kind == LayerKind::Conv && spec.k > 1 && spec.out_w() < 3 * V && channel_extent % V == 0;
+        const double channel_margin = spec.kind == LayerKind::Conv && (spec.s > 1 || short_rows) ? 1.0 : 1.5;
         const bool channels = along_c.score > channel_margin * along_x.score;
         p.vectorize_channels = channels ? 1 : 0;
         p.tile_vectors = channels ? along_c.tv : along_x.tv;

@@ -606,9 +606,24 @@ TEST(Tuner, HeuristicGivesChannelTasksOnlyWhereATaskIsThousandsOfMacs) {
 // channels for a clear win and stays along x.
 TEST(Tuner, HeuristicTakesChannelVectorsForStridedConvsOnAnEvenScore) {
     const ScheduleParams strided = heuristic_schedule(parse_layer_spec("conv c1=128 c2=128 h=56 w=56 k=3 s=2"), IsaFamily::AVX512);
-    const ScheduleParams plain = heuristic_schedule(parse_layer_spec("conv c1=128 c2=128 h=28 w=28 k=3 s=1"), IsaFamily::AVX512);
+    const ScheduleParams plain = heuristic_schedule(parse_layer_spec("conv c1=128 c2=128 h=56 w=56 k=3 s=1"), IsaFamily::AVX512);
     EXPECT_EQ(strided.vectorize_channels, 1) << strided.to_string();
     EXPECT_EQ(plain.vectorize_channels, 0) << plain.to_string();
+}
+
+// So do convs with a kernel whose rows are under three vectors, in tiles of at least 4 pixels (2
+// pixels x 8 vectors streamed the weights); 1x1 convs and 56-wide rows stay along x.
+TEST(Tuner, HeuristicTakesChannelVectorsForShortRowsOfConvsWithKernels) {
+    for (const char *text : {"conv c1=256 c2=256 h=14 w=14 k=3", "conv c1=96 c2=256 h=27 w=27 k=5 p=2 g=2",
+                             "conv c1=128 c2=128 h=40 w=40 k=3 g=4", "conv n=4 c1=64 c2=64 h=28 w=28 k=3"}) {
+        const ScheduleParams p = heuristic_schedule(parse_layer_spec(text), IsaFamily::AVX512);
+        EXPECT_EQ(p.vectorize_channels, 1) << text << ": " << p.to_string();
+        EXPECT_GE(p.tile_rows, 4) << text << ": " << p.to_string();
+    }
+    for (const char *text : {"conv c1=64 c2=64 h=56 w=56 k=3", "conv c1=384 c2=384 h=28 w=28 k=1 g=8", "conv c1=64 c2=64 h=56 w=56 k=1"}) {
+        const ScheduleParams p = heuristic_schedule(parse_layer_spec(text), IsaFamily::AVX512);
+        EXPECT_EQ(p.vectorize_channels, 0) << text << ": " << p.to_string();
+    }
 }
 
 TEST(Tuner, HeuristicStreamsTheZeroPaddedRowsOfGroupedStridedConvsBiggerThanL1) {
