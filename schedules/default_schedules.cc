@@ -409,15 +409,29 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
         bound_staged_to_vector_rows(a, p);
     }
     if (s.layout == Layout::NCHW) {
-        // Depthwise tile: up to 4 vectors of one row, all k*k taps unrolled, in registers.
+        // Depthwise tile: up to 4 vectors of one row (of depthwise_rows rows), all k*k taps
+        // unrolled, in registers. The rows are unrolled inside each tap, so LLVM loads a vector
+        // of an input row once for all the tile's rows that read it.
         const VectorTile dtx = round_up_rows ? VectorTile{p.vector_width, p.vector_width}
                                              : depthwise_row_tile(s.out_w(), p.vector_width);
+        const int dw_rows = depthwise_rows_apply(s, p) ? p.depthwise_rows : 1;
         a.depthwise.split(a.x, dxo, dxi, dtx.size, TailStrategy::ShiftInwards);
+        if (dw_rows > 1) {
+            // ShiftInwards: the last tile of a task's rows overlaps the one before it, computed
+            // again by the same thread with the same code (the depthwise is per task).
+            Var dyo("dyo"), dyi("dyi");
+            a.depthwise.split(a.y, dyo, dyi, dw_rows, TailStrategy::ShiftInwards).reorder(dxi, dyi, dxo, dyo).unroll(dyi);
+        }
         vectorize_tile(a.depthwise, dxi, dtx.lanes, TailStrategy::ShiftInwards);
         a.dw_acc.compute_at(a.depthwise, dxo);
         vectorize_tile(a.dw_acc, a.x, dtx.lanes, TailStrategy::GuardWithIf);
         Stage dw = a.dw_acc.update();
-        dw.reorder(a.x, rx, ry, a.c, a.y, a.n);
+        if (dw_rows > 1) {
+            a.dw_acc.unroll(a.y);
+            dw.reorder(a.x, a.y, rx, ry, a.c, a.n).unroll(a.y);
+        } else {
+            dw.reorder(a.x, rx, ry, a.c, a.y, a.n);
+        }
         if (s.k <= 7) dw.unroll(rx).unroll(ry);
         vectorize_tile(dw, a.x, dtx.lanes, TailStrategy::GuardWithIf);
     } else {

@@ -64,6 +64,13 @@ struct ScheduleParams {
     // the compute, and a task's staged rows (up to 1.7 MB) no longer stream through L2 before
     // they are read. Ignored elsewhere (stream_applies). Text form omits 0.
     int stream_input = 0;
+    // NCHW dwconv whose depthwise is computed for several rows at once (per task with
+    // depthwise_per_task, else per row tile of tile_y rows along x): output rows in the depthwise
+    // register tile, at most those rows. Its taps are all unrolled, so rows that read the same
+    // input row share that row's vector loads (a 5x5 depthwise of 2 vectors a row: 50 loads and 25
+    // broadcasts for 50 FMAs with one row, 80 loads and 25 broadcasts for 200 FMAs with four).
+    // Ignored elsewhere (depthwise_rows_apply). Text form dw_rows, omitted at 1.
+    int depthwise_rows = 1;
     // Not convgen's templates but one of Halide 14's autoschedulers (Mullapudi2016, Li2018,
     // Adams2019) on the same algorithm; the knobs above are then unused. Text form: auto=<name>.
     std::string autoscheduler;
@@ -114,6 +121,11 @@ bool channel_blocks_apply(const LayerSpec &spec, const ScheduleParams &params);
 // or channel vectorisation serve those.
 
 bool round_up_short_rows(const LayerSpec &spec, const ScheduleParams &params);
+
+// Rows of one depthwise computation of an NCHW dwconv (a task's, a row tile's, or 1), which bound
+// depthwise_rows; and whether depthwise_rows changes the schedule (those rows are over 1).
+int depthwise_rows_at_once(const LayerSpec &spec, const ScheduleParams &params);
+bool depthwise_rows_apply(const LayerSpec &spec, const ScheduleParams &params);
 
 // Whether stream_input changes the schedule (see ScheduleParams::stream_input).
 bool stream_applies(const LayerSpec &spec, const ScheduleParams &params);

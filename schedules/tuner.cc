@@ -182,6 +182,7 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     q.channel_blocks = 1;
     if (channel_blocks_apply(spec, q)) q.channel_blocks = 1 << uniform(0, 2);
     q.stream_input = stream_applies(spec, q) ? uniform(0, 1) : 0;
+    q.depthwise_rows = std::min(1 << uniform(0, 2), depthwise_rows_at_once(spec, q));
     return q;
 }
 
@@ -242,6 +243,10 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         if (q.flat_rows && !(rows_in_tile && flat_rows_supported(spec))) return;
         if (q.channel_blocks < 1 || q.channel_blocks > 8 || (q.channel_blocks > 1 && !channel_blocks_apply(spec, q))) return;
         if (q.stream_input && !stream_applies(spec, q)) q.stream_input = 0;  // a knob the new template ignores
+        if (!depthwise_rows_apply(spec, q)) q.depthwise_rows = 1;
+        if (q.depthwise_rows < 1 || q.depthwise_rows > 8) return;
+        // The depthwise tile's rows are one depthwise computation's at most (as adapt_to_spec clamps them).
+        q.depthwise_rows = std::min(q.depthwise_rows, depthwise_rows_at_once(spec, q));
         // A flat tile's rows are one pixel run: its accumulators are tile_vectors x tile_rows.
         const int accumulators = q.tile_vectors * q.tile_rows * (q.flat_rows ? 1 : q.tile_y);
         if (accumulators > 2 * register_count(isa)) return;
@@ -302,6 +307,15 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         ScheduleParams q = p;
         q.stream_input ^= 1;
         add(q);
+    }
+    if (depthwise_rows_apply(spec, p)) {
+        for (int f : {2, 0}) {
+            ScheduleParams q = p;
+            q.depthwise_rows = f ? p.depthwise_rows * 2 : p.depthwise_rows / 2;
+            // Doubling past the rows of one depthwise computation would be clamped back to them.
+            if (q.depthwise_rows > depthwise_rows_at_once(spec, p) && p.depthwise_rows == depthwise_rows_at_once(spec, p)) continue;
+            add(q);
+        }
     }
     // The ISA's other vector width (AVX-512: 8 or 16 lanes), with the register tile's vectors kept
     // and with them scaled to cover the same pixels or channels.

@@ -427,6 +427,37 @@ TEST(Jit, StreamInputStagesRowsAsTheyAreConsumed) {
     EXPECT_NE(ScheduleParams::parse("vec=16 stream=1").to_string().find("stream=1"), std::string::npos);
 }
 
+// dw_rows: the depthwise register tile holds that many output rows (unrolled inside each tap);
+// where the depthwise is computed one row at a time the knob is ignored, and a tile of more rows
+// than one depthwise computation holds is clamped to them. The knob takes 1..8.
+TEST(Jit, DepthwiseRowsTileTheDepthwiseRows) {
+    CompileOptions o;
+    o.has_schedule = true;
+    const LayerSpec spec = parse_layer_spec("dwconv c1=16 c2=24 h=16 w=32 k=5 act=silu");
+    o.schedule = ScheduleParams::parse("vec=16 tile_vectors=1 tile_rows=4 parallel_rows=6 channels=1 dw_per_task=1 dw_rows=3");
+    const std::string tiled = explain(spec, o);
+    const size_t dw = tiled.find("produce depthwise:"), consume = tiled.find("consume dw_acc:");
+    ASSERT_NE(dw, std::string::npos) << tiled;
+    ASSERT_NE(consume, std::string::npos) << tiled;
+    EXPECT_NE(tiled.find("unrolled y.dyi in [0, 2]", consume), std::string::npos) << tiled;
+    EXPECT_NE(tiled.substr(dw, consume - dw).find("unrolled y:"), std::string::npos) << tiled;
+    EXPECT_EQ(o.schedule.to_string().find("dw_rows=3") != std::string::npos, true) << o.schedule.to_string();
+    // One row a computation (along channels, the depthwise per row): no row tile.
+    ScheduleParams per_row = o.schedule;
+    per_row.depthwise_per_task = 0;
+    EXPECT_FALSE(depthwise_rows_apply(spec, per_row));
+    EXPECT_EQ(adapt_to_spec(per_row, spec).depthwise_rows, 1);
+    o.schedule = per_row;
+    EXPECT_EQ(explain(spec, o).find("y.dyi"), std::string::npos);
+    // Along x the depthwise is per row tile of tile_y rows: dw_rows up to tile_y.
+    ScheduleParams along_x = ScheduleParams::parse("vec=16 tile_vectors=2 tile_rows=4 parallel_rows=8 tile_y=2 dw_rows=8");
+    EXPECT_EQ(depthwise_rows_at_once(spec, along_x), 2);
+    EXPECT_EQ(adapt_to_spec(along_x, spec).depthwise_rows, 2);
+    EXPECT_THROW(ScheduleParams::parse("vec=16 dw_rows=0"), Error);
+    EXPECT_THROW(ScheduleParams::parse("vec=16 dw_rows=9"), Error);
+    EXPECT_EQ(ScheduleParams::parse("vec=16 dw_rows=1").to_string().find("dw_rows"), std::string::npos);
+}
+
 TEST(Jit, GuardedRowTasksOfABatchNestInsideAParallelImageLoop) {
     CompileOptions o;
     o.has_schedule = true;

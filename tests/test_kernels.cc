@@ -353,6 +353,26 @@ std::vector<ScheduleCase> schedule_cases() {
             p.stream_input = 1;
             cases.push_back({s, p});
         }
+    // The depthwise register tile over several rows (dw_rows): per task (along channels, along x,
+    // flat rows, streamed, strided, with channel blocks, a batch), per row tile along x, tiles that
+    // do not divide the rows (shifted inwards) and a last task with fewer rows than the tile.
+    for (const char *s : {"dwconv c1=6 c2=10 h=13 w=27 k=5 act=silu", "dwconv n=2 c1=8 c2=12 h=11 w=20 k=3 s=2 act=relu",
+                          "dwconv c1=9 c2=16 h=7 w=14 k=3 act=relu6", "dwconv c1=5 c2=7 h=6 w=9 k=3 s=2"})
+        for (int variant = 0; variant < 6; ++variant) {
+            ScheduleParams p;
+            p.vector_width = variant == 5 ? 16 : 8;
+            p.tile_vectors = 1 + variant % 2;
+            p.tile_rows = 3;
+            p.parallel_rows = variant == 4 ? 4 : 5;
+            p.vectorize_channels = variant == 0 || variant == 3;
+            p.depthwise_per_task = variant != 4;
+            p.flat_rows = variant == 2;
+            p.tile_y = variant == 2 ? 3 : variant == 4 ? 4 : 1;
+            p.stream_input = variant == 1 || variant == 3;
+            p.channel_blocks = variant == 3 ? 2 : 1;
+            p.depthwise_rows = variant == 4 ? 4 : 2 + variant % 3;
+            cases.push_back({s, adapt_to_spec(p, parse_layer_spec(s))});
+        }
     // Strided NCHW convs along x reading zero-padded rows whose vectors start at multiples of the
     // lanes (align_bounds, where the lanes divide the width: 16 lanes of 48 and 64 columns, 8 of 40
     // and of 56 at vec=16) or not (46, 41 columns), per task and per row tile (stream_input), with
