@@ -82,13 +82,6 @@ void vectorize_tile(StageOrFunc &s, const VarOrRVar &v, int lanes, TailStrategy 
     s.split(v, vo, vi, lanes, tail).vectorize(vi).unroll(vo);
 }
 
-// Strided NCHW convs along x read the task's zero-padded rows (`padded`) with strided vector loads
-// (two loads and a deinterleaving shuffle per input vector, shared by the tile's output channels):
-// see reads_padded_rows_strided in schedule_params.h. Not for dwconv: its depthwise stage reading
-// `padded` this way (1.03-1.07x on mbv1_b2 and mbv1_b4) faulted with one-row tasks whose depthwise
-// is per task and streamed, where Halide 14 emits an aligned 512-bit load at a 32-byte offset (a
-// 16-wide tile shifted in to x = 12 of a 28-wide row); KernelScheduleVariants has those schedules.
-
 // Vector lanes for a row of `row` floats copied from the input through the zero padding: at
 // least three vectors where the width allows. The first and last straddle the padding, the ones
 // between are plain loads once the row loop is partitioned (see the algorithm's padding); with
@@ -131,6 +124,12 @@ void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
             // A strided read straight from the input through the zero-padding boundary condition
             // vectorises as a clamped, masked gather (a third of mbv1_b4's time). Padding each
             // channel's rows densely first makes the strided read a plain load from a buffer.
+            // A dwconv's depthwise does not read `padded` with strided loads as strided convs do
+            // (reads_padded_rows_strided): that measured 1.03-1.07x on mbv1_b2 and mbv1_b4 but
+            // faulted with one-row tasks whose depthwise is per task and streamed, where Halide 14
+            // emits an aligned 512-bit load at a 32-byte offset (a 16-wide tile shifted in to x =
+            // 12 of a 28-wide row; again 2026-12-07 with the rows aligned); KernelScheduleVariants
+            // has those schedules.
             a.padded.compute_at(a.staged, a.c);
             vectorize_padded_rows(a, p);
         }
