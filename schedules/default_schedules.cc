@@ -46,8 +46,6 @@ VectorTile depthwise_row_tile(int out_w, int vector_width) {
     return {best * vector_width, vector_width};
 }
 
-// Output rows per parallel task (parallel_rows, at most the image).
-int task_rows(const ScheduleParams &p, const LayerSpec &s) { return std::max(1, std::min(p.parallel_rows, s.out_h())); }
 
 // channel_blocks: the channel tile loop `co` (of `tiles` tiles) is split into blocks, and each
 // parallel task `t` is one block of one row block `yo` of one image. `inner` are the output's
@@ -223,8 +221,6 @@ Stage accumulate_along_x(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
     return upd;
 }
 
-// Rows of the NCHW register tile along y: at most the rows one loop over y holds.
-int tile_y_for(const ScheduleParams &p, int rows) { return std::max(1, std::min(p.tile_y, rows)); }
 
 // How the parallel tasks split the rows. ShiftInwards makes the last task overlap its neighbour,
 // which is harmless when every row is computed by the same code. With several rows unrolled in

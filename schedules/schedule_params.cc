@@ -134,12 +134,15 @@ bool round_up_short_rows(const LayerSpec &spec, const ScheduleParams &params) {
     return spec.layout == Layout::NCHW && spec.out_w() < params.vector_width && 2 * spec.out_w() > params.vector_width;
 }
 
+int task_rows(const ScheduleParams &params, const LayerSpec &spec) { return std::max(1, std::min(params.parallel_rows, spec.out_h())); }
+
+int tile_y_for(const ScheduleParams &params, int rows) { return std::max(1, std::min(params.tile_y, rows)); }
+
 int depthwise_rows_at_once(const LayerSpec &spec, const ScheduleParams &params) {
     if (!params.autoscheduler.empty() || spec.kind != LayerKind::DepthwisePointwise || spec.layout != Layout::NCHW) return 1;
-    const int task_rows = std::max(1, std::min(params.parallel_rows, spec.out_h()));
-    if (params.depthwise_per_task) return task_rows;
+    if (params.depthwise_per_task) return task_rows(params, spec);
     if (along_channels(spec, params)) return 1;
-    return std::max(1, std::min(params.tile_y, task_rows));  // the row tile (tile_y_for in default_schedules.cc)
+    return tile_y_for(params, task_rows(params, spec));  // the row tile
 }
 
 bool depthwise_rows_apply(const LayerSpec &spec, const ScheduleParams &params) { return depthwise_rows_at_once(spec, params) > 1; }
@@ -308,8 +311,9 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
         // pixels stream the weights from L2 once per pixel or two (256 channels of 14x14 3x3: 8
         // vectors x 2 pixels 0.87x against rows along x, 2 vectors x 7 pixels 1.14x at 1 thread).
         const int min_pixels = spec.kind == LayerKind::Conv ? std::min(4, spec.out_w()) : 1;
+        const int channel_extent = grouped_conv ? group_out : spec.c2;  // what channel vectors tile
         if (channel_vectorization_supported(spec, p.vector_width))
-            along_c = best_tile(grouped_conv ? group_out : spec.c2, spec.out_w(), false, false, 1, min_pixels);
+            along_c = best_tile(channel_extent, spec.out_w(), false, false, 1, min_pixels);
         // Channel mode stores NCHW output with scalar scatters and measured slower than the model
         // says on mbv1_b8/b13-like pointwise layers: ask for a clear win. Strided convs along x
         // pay what the model does not count either (two loads and a shuffle per input vector, the
@@ -326,7 +330,6 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
         // (rows under 24), 1 thread: 1.03x, 1.10x, 128 of 20x20 1.21x, alexnet_g2's shape 1.02x.
         // Not 56-wide rows (0.97x: 8-lane rows along x waste nothing there), 1x1 convs
         // (0.84-0.91x), nor 24 channels of 7x7 (0.71x: a vector and a half of channels).
-        const int channel_extent = grouped_conv ? group_out : spec.c2;
         const bool short_rows = spec.kind == LayerKind::Conv && spec.k > 1 && spec.out_w() < 3 * V && channel_extent % V == 0;
         const double channel_margin = spec.kind == LayerKind::Conv && (spec.s > 1 || short_rows) ? 1.0 : 1.5;
         const bool channels = along_c.score > channel_margin * along_x.score;
@@ -440,9 +443,9 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
     // compute all the rows again.
     if (nchw && grouped_conv && reads_padded_rows_strided(spec, p) && stream_applies(spec, p)) {
         const int padded_w = spec.w + 2 * spec.p, padded_h = spec.h + 2 * spec.p;
-        const int task_rows = std::min(spec.out_h(), p.parallel_rows);
+        const int rows = task_rows(p, spec);
         const double bytes = p.parallel_channels ? 4.0 * (spec.c1 / spec.g) * padded_h * padded_w
-                                                 : 4.0 * spec.c1 * std::min(padded_h, (task_rows - 1) * spec.s + spec.k) * padded_w;
+                                                 : 4.0 * spec.c1 * std::min(padded_h, (rows - 1) * spec.s + spec.k) * padded_w;
         if (bytes > 32 * 1024) p.stream_input = 1;
     }
     return p;
@@ -466,11 +469,11 @@ ScheduleParams adapt_to_spec(ScheduleParams p, const LayerSpec &spec) {
     if (spec.kind == LayerKind::Conv) p.depthwise_per_task = 0;
     if (!channel_blocks_apply(spec, p)) p.channel_blocks = 1;
     if (!stream_applies(spec, p)) p.stream_input = 0;
-    if (!depthwise_rows_apply(spec, p)) p.depthwise_rows = 1;
     const int group_out = spec.out_channels_per_group();
     while (p.tile_rows > 1 && grouped_nchw && !p.vectorize_channels && group_out % p.tile_rows != 0) --p.tile_rows;
     p.parallel_rows = std::max(1, std::min(p.parallel_rows, spec.out_h() * spec.n));
-    // A register tile of more rows than one depthwise computation holds would compute rows past them.
+    // A register tile of more rows than one depthwise computation holds would compute rows past
+    // them (1 where the knob does not apply).
     p.depthwise_rows = std::max(1, std::min(p.depthwise_rows, depthwise_rows_at_once(spec, p)));
     return p;
 }

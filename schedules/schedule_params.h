@@ -122,6 +122,12 @@ bool channel_blocks_apply(const LayerSpec &spec, const ScheduleParams &params);
 
 bool round_up_short_rows(const LayerSpec &spec, const ScheduleParams &params);
 
+// Output rows per parallel task (parallel_rows, at most the image).
+int task_rows(const ScheduleParams &params, const LayerSpec &spec);
+
+// Rows of the NCHW register tile along y: at most the rows one loop over y holds.
+int tile_y_for(const ScheduleParams &params, int rows);
+
 // Rows of one depthwise computation of an NCHW dwconv (a task's, a row tile's, or 1), which bound
 // depthwise_rows; and whether depthwise_rows changes the schedule (those rows are over 1).
 int depthwise_rows_at_once(const LayerSpec &spec, const ScheduleParams &params);

@@ -243,9 +243,9 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         if (q.flat_rows && !(rows_in_tile && flat_rows_supported(spec))) return;
         if (q.channel_blocks < 1 || q.channel_blocks > 8 || (q.channel_blocks > 1 && !channel_blocks_apply(spec, q))) return;
         if (q.stream_input && !stream_applies(spec, q)) q.stream_input = 0;  // a knob the new template ignores
-        if (!depthwise_rows_apply(spec, q)) q.depthwise_rows = 1;
         if (q.depthwise_rows < 1 || q.depthwise_rows > 8) return;
-        // The depthwise tile's rows are one depthwise computation's at most (as adapt_to_spec clamps them).
+        // The depthwise tile's rows are one depthwise computation's at most, 1 where the knob does
+        // not apply (as adapt_to_spec clamps them).
         q.depthwise_rows = std::min(q.depthwise_rows, depthwise_rows_at_once(spec, q));
         // A flat tile's rows are one pixel run: its accumulators are tile_vectors x tile_rows.
         const int accumulators = q.tile_vectors * q.tile_rows * (q.flat_rows ? 1 : q.tile_y);
@@ -309,11 +309,12 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         add(q);
     }
     if (depthwise_rows_apply(spec, p)) {
-        for (int f : {2, 0}) {
+        for (int rows : {p.depthwise_rows * 2, p.depthwise_rows / 2}) {
+            // Doubling past the rows of one depthwise computation gives those rows, maybe p's own.
+            rows = std::min(rows, depthwise_rows_at_once(spec, p));
+            if (rows == p.depthwise_rows) continue;
             ScheduleParams q = p;
-            q.depthwise_rows = f ? p.depthwise_rows * 2 : p.depthwise_rows / 2;
-            // Doubling past the rows of one depthwise computation would be clamped back to them.
-            if (q.depthwise_rows > depthwise_rows_at_once(spec, p) && p.depthwise_rows == depthwise_rows_at_once(spec, p)) continue;
+            q.depthwise_rows = rows;
             add(q);
         }
     }

@@ -493,9 +493,6 @@ TEST(Tuner, FlatRunsAreWholeRegisterTiles) {
     EXPECT_TRUE(proposed);
 }
 
-// A winner from the AVX-512 host seeds an AVX2 search: its structure is kept, its vector width
-// becomes AVX2's and its 32-accumulator tile is cut to fit 16 registers; a grouped conv whose
-// 4-channel groups hold no 8-lane vector goes along x, with a channel tile inside one group.
 // The tuner proposes depthwise row tiles where the depthwise is computed for several rows at
 // once, doubling and halving them, never past those rows, and drops them where it is per row.
 TEST(Tuner, MutationsTileTheDepthwiseRowsWhereTheyApply) {
@@ -514,18 +511,26 @@ TEST(Tuner, MutationsTileTheDepthwiseRowsWhereTheyApply) {
     }
     EXPECT_TRUE(doubled);
     EXPECT_TRUE(halved);
+    // At the task's rows already, doubling would be clamped back: no mutation is the schedule itself.
+    ScheduleParams full = per_task;
+    full.depthwise_rows = 4;
+    for (const auto &q : schedule_mutations(full, spec, IsaFamily::AVX512, 1)) EXPECT_FALSE(q == full) << q.to_string();
 }
 
 // The heuristic tiles the depthwise over rows where it is a tenth of the MACs or more.
 TEST(Tuner, HeuristicTilesTheDepthwiseRowsWhereTheDepthwiseWeighs) {
-    const ScheduleParams k5 = heuristic_schedule(parse_layer_spec("dwconv c1=240 c2=80 h=28 w=28 k=5 act=silu"), IsaFamily::AVX512);
-    EXPECT_TRUE(depthwise_rows_apply(parse_layer_spec("dwconv c1=240 c2=80 h=28 w=28 k=5 act=silu"), k5)) << k5.to_string();
+    const LayerSpec k5_spec = parse_layer_spec("dwconv c1=240 c2=80 h=28 w=28 k=5 act=silu");
+    const ScheduleParams k5 = heuristic_schedule(k5_spec, IsaFamily::AVX512);
+    EXPECT_TRUE(depthwise_rows_apply(k5_spec, k5)) << k5.to_string();
     EXPECT_EQ(k5.depthwise_rows, std::min(4, k5.tile_y)) << k5.to_string();
     EXPECT_GT(k5.depthwise_rows, 1) << k5.to_string();
     const ScheduleParams wide = heuristic_schedule(parse_layer_spec("dwconv c1=256 c2=256 h=28 w=28 k=3"), IsaFamily::AVX512);
     EXPECT_EQ(wide.depthwise_rows, 1) << wide.to_string();
 }
 
+// A winner from the AVX-512 host seeds an AVX2 search: its structure is kept, its vector width
+// becomes AVX2's and its 32-accumulator tile is cut to fit 16 registers; a grouped conv whose
+// 4-channel groups hold no 8-lane vector goes along x, with a channel tile inside one group.
 TEST(Tuner, SeedsFromAnotherIsaFitItsRegisterFile) {
     const LayerSpec dw = parse_layer_spec("dwconv n=8 c1=256 c2=256 h=28 w=28 k=3");
     ScheduleParams p = ScheduleParams::parse("vec=16 tile_vectors=4 tile_rows=8 parallel_rows=4 channels=1 channel_tasks=0 dw_per_task=1 channel_blocks=2 stream=1");
