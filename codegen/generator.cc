@@ -83,7 +83,7 @@ protected:
     void define(LayerKind kind, const char *generator, const AlgorithmInputs &inputs) {
         const LayerSpec s = parse_spec_param(spec, kind, generator);
         params_ = resolve_schedule(s, schedule_params, schedule_db, this->get_target()).params;
-        alg_ = define_algorithm(s, weight_layout_for(s, params_), inputs);
+        alg_ = define_algorithm(s, weight_layout_for(s, params_), inputs, output_transpose_for(s, params_));
         output = alg_.output;
     }
 

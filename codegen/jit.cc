@@ -175,7 +175,7 @@ std::shared_ptr<const Kernel> compile_uncached(const LayerSpec &spec, const Hali
     std::lock_guard<std::mutex> lock(compile_mutex());
     try {
         const WeightLayout layout = weight_layout_for(spec, params);
-        LayerAlgorithm alg = define_algorithm(spec, layout);
+        LayerAlgorithm alg = define_algorithm(spec, layout, {}, output_transpose_for(spec, params));
         apply_schedule(alg, params, target);
         // The `jit` feature links the kernel against the process-wide shared JIT runtime (one
         // thread pool, sized by set_num_threads) instead of a private runtime copy per kernel.
@@ -216,7 +216,7 @@ std::shared_ptr<const Kernel> load_or_build_on_disk(const LayerSpec &spec, const
     request.write_kernel_object = [&](const std::string &path) {
         std::lock_guard<std::mutex> lock(compile_mutex());
         try {
-            LayerAlgorithm alg = define_algorithm(spec, weight_layout_for(spec, params));
+            LayerAlgorithm alg = define_algorithm(spec, weight_layout_for(spec, params), {}, output_transpose_for(spec, params));
             apply_schedule(alg, params, target);
             alg.pipeline().compile_to_object(path, alg.arguments(), "convgen_kernel",
                                              aot_target.with_feature(Halide::Target::NoRuntime));
@@ -317,7 +317,7 @@ std::string explain(const LayerSpec &spec, const CompileOptions &options) {
     os << "loop nest:\n";
     std::lock_guard<std::mutex> lock(compile_mutex());
     try {
-        LayerAlgorithm alg = define_algorithm(spec, weight_layout_for(spec, params));
+        LayerAlgorithm alg = define_algorithm(spec, weight_layout_for(spec, params), {}, output_transpose_for(spec, params));
         apply_schedule(alg, params, target);
         // Halide 14 prints the loop nest through its debug stream (std::cerr); capture it.
         std::ostringstream nest;
@@ -342,7 +342,7 @@ void write_assembly(const LayerSpec &spec, const CompileOptions &options, const 
     const ScheduleParams params = schedule_for(spec, options, target);
     std::lock_guard<std::mutex> lock(compile_mutex());
     try {
-        LayerAlgorithm alg = define_algorithm(spec, weight_layout_for(spec, params));
+        LayerAlgorithm alg = define_algorithm(spec, weight_layout_for(spec, params), {}, output_transpose_for(spec, params));
         apply_schedule(alg, params, target);
         alg.pipeline().compile_to_assembly(path, alg.arguments(), "convgen_kernel", target);
     } catch (const Halide::Error &e) {

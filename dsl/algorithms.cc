@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 
 namespace convgen {
 
@@ -61,6 +62,39 @@ void constrain_dense(OutputImageParam p, const std::vector<int> &extents) {
 
 }  // namespace
 
+Expr activation_expr(Activation act, Expr v, float alpha);
+
+namespace {
+
+// The output: the activation of the last accumulator, directly or through the transposed tiles
+// (see OutputTranspose).
+void define_output(LayerAlgorithm &a, const Func &last) {
+    const LayerSpec &s = a.spec;
+    const OutputTranspose &t = a.output_transpose;
+    if (!t.on()) {
+        a.def(a.output) = activation_expr(s.act, a.at(last, a.c, a.x, a.y, a.n), s.alpha);
+        return;
+    }
+    const int P = t.pixels, V = t.lanes, N = P * V;
+    if (s.layout != Layout::NCHW || P % 2 != 0 || s.out_w() % P != 0 || V < 2 || (V & (V - 1)) != 0 || s.c2 % V != 0) {
+        throw Error("output transpose " + std::to_string(P) + "x" + std::to_string(V) + " does not fit " + s.to_string());
+    }
+    Var i = a.ti, xt = a.xt, ct = a.ct, y = a.y, n = a.n;
+    Func tile("activated_tile");
+    tile(i, xt, ct, y, n) = activation_expr(s.act, a.at(last, ct * V + i % V, xt * P + i / V, y, n), s.alpha);
+    a.output_tiles.push_back(tile);
+    // Each round moves the lowest bit of the channel index to the top of the tile index: after
+    // log2(V) rounds element (pixel p, channel c) is at c * P + p.
+    for (int round = 1; (1 << (round - 1)) < V; ++round) {
+        Func next("deinterleaved" + std::to_string(round));
+        next(i, xt, ct, y, n) = a.output_tiles.back()((i % (N / 2)) * 2 + i / (N / 2), xt, ct, y, n);
+        a.output_tiles.push_back(next);
+    }
+    a.output(a.x, a.y, a.c, a.n) = a.output_tiles.back()((a.c % V) * P + a.x % P, a.x / P, a.c / V, a.y, a.n);
+}
+
+}  // namespace
+
 Expr activation_expr(Activation act, Expr v, float alpha) {
     switch (act) {
     case Activation::Identity: return v;
@@ -106,10 +140,12 @@ std::vector<Argument> LayerAlgorithm::arguments() const {
     return {input, weight, bias, pw_weight, pw_bias};
 }
 
-LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layout, const AlgorithmInputs &inputs) {
+LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layout, const AlgorithmInputs &inputs,
+                                OutputTranspose output_transpose) {
     LayerAlgorithm a;
     a.spec = spec;
     a.weight_layout = weight_layout;
+    a.output_transpose = output_transpose;
     const bool co_inner = weight_layout == WeightLayout::ChannelsInnermost;
     const int oh = spec.out_h(), ow = spec.out_w();
     const bool nchw = spec.layout == Layout::NCHW;
@@ -166,7 +202,7 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layou
         Expr in_c = (c / cog) * cig + a.r.z;
         a.def(a.conv) = a.bias(c);
         a.def(a.conv) += w * window(in_c, a.r.x, a.r.y);
-        a.def(a.output) = activation_expr(spec.act, a.at(a.conv, c, x, y, n), spec.alpha);
+        define_output(a, a.conv);
     } else {
         a.weight = inputs.weight.defined() ? inputs.weight : ImageParam(Float(32), 3, "dw_weight");
         constrain_dense(a.weight, weight_extents(spec, weight_layout));
@@ -196,7 +232,7 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layou
         }
         }
         a.def(a.pointwise) += pw_w * a.at(a.depthwise, a.r_pw.x, x, y, n);
-        a.def(a.output) = activation_expr(spec.act, a.at(a.pointwise, c, x, y, n), spec.alpha);
+        define_output(a, a.pointwise);
     }
 
     // The output is dense with constant sizes too; constraining it lets Halide skip stride checks.

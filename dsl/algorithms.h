@@ -20,6 +20,12 @@ namespace convgen {
 struct LayerAlgorithm {
     LayerSpec spec;
     WeightLayout weight_layout = WeightLayout::PyTorch;
+    OutputTranspose output_transpose;
+    // With output_transpose on: the activated tile and its deinterleaving rounds, in order; each
+    // is indexed (i, xt, ct, y, n), i the position in a tile of pixels x lanes floats, xt and ct
+    // the tile's pixel block of its row and channel vector. The last holds the tile channel-major.
+    std::vector<Halide::Func> output_tiles;
+    Halide::Var ti{"ti"}, xt{"xt"}, ct{"ct"};
     Halide::Var c{"c"}, x{"x"}, y{"y"}, n{"n"};
 
     Halide::ImageParam input, weight, bias;        // weight/bias: the conv, or the depthwise stage of dwconv
@@ -56,7 +62,7 @@ struct AlgorithmInputs {
 };
 
 LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layout = WeightLayout::PyTorch,
-                                const AlgorithmInputs &inputs = {});
+                                const AlgorithmInputs &inputs = {}, OutputTranspose output_transpose = {});
 
 // The activation in Halide, matching PyTorch's float32 definitions.
 Halide::Expr activation_expr(Activation act, Halide::Expr v, float alpha);

@@ -80,4 +80,18 @@ inline std::vector<int> pw_weight_extents(const LayerSpec &spec, const WeightLay
     return {spec.c1, spec.c2};
 }
 
+// How the activated result reaches an NCHW output whose schedule accumulates output channel
+// vectors (a tile of `pixels` pixels of one row x `lanes` channels in registers, channel
+// innermost). Off (pixels 0): the output reads the accumulator directly, and storing a channel
+// vector into NCHW is one scalar store per lane. On: the tile is activated as channel vectors,
+// then transposed by log2(lanes) rounds of deinterleaving (each output vector of a round is the
+// even or odd lanes of two vectors of the one before: one two-source shuffle), so the output
+// stores rows of `pixels` floats. Needs NCHW, rows a multiple of `pixels` (even) and channels a
+// multiple of `lanes` (a power of two).
+struct OutputTranspose {
+    int pixels = 0;
+    int lanes = 0;
+    bool on() const { return pixels > 0; }
+};
+
 }  // namespace convgen

@@ -180,8 +180,19 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
     } else {
         a.output.fuse(yo, a.n, t);
     }
-    a.output.parallel(t).unroll(xi);
-    vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
+    if (a.output_transpose.on()) {
+        // The tile is activated as channel vectors, transposed in registers, and stored as rows
+        // of the tile's pixels (see OutputTranspose).
+        a.output.reorder(xi, ci).parallel(t).unroll(ci);
+        vectorize_tile(a.output, xi, tx, TailStrategy::ShiftInwards);
+        for (Func f : a.output_tiles) {
+            Var io("io"), ii("ii");
+            f.compute_at(a.output, xo).split(a.ti, io, ii, tc.lanes).vectorize(ii).unroll(io).unroll(a.ct);
+        }
+    } else {
+        a.output.parallel(t).unroll(xi);
+        vectorize_tile(a.output, ci, tc.lanes, TailStrategy::ShiftInwards);
+    }
     acc.compute_at(a.output, xo).reorder_storage(a.c, a.x, a.y, a.n).unroll(a.x);
     vectorize_tile(acc, a.c, tc.lanes, TailStrategy::GuardWithIf);
     // Weight vectors of the tile are loaded once per reduction step and reused across its pixels.

@@ -71,6 +71,12 @@ struct ScheduleParams {
     // broadcasts for 50 FMAs with one row, 80 loads and 25 broadcasts for 200 FMAs with four).
     // Ignored elsewhere (depthwise_rows_apply). Text form dw_rows, omitted at 1.
     int depthwise_rows = 1;
+    // NCHW along channels with 16-lane vectors: 1 activates each register tile as channel vectors,
+    // transposes it in registers and stores rows of the tile's pixels (OutputTranspose in
+    // dsl/weight_layout.h); 0 stores each channel vector as 16 scalars. Needs tiles of an even
+    // number of pixels that divide the rows (transpose_store_applies). Text form transpose,
+    // omitted at 0.
+    int transpose_store = 0;
     // Not convgen's templates but one of Halide 14's autoschedulers (Mullapudi2016, Li2018,
     // Adams2019) on the same algorithm; the knobs above are then unused. Text form: auto=<name>.
     std::string autoscheduler;
@@ -99,6 +105,10 @@ const std::vector<std::string> &halide_autoschedulers();
 // The weight layout a kernel with these parameters takes (output channels innermost when the
 // schedule vectorises over them).
 WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &params);
+
+// How the output reads the last accumulator (see OutputTranspose in dsl/weight_layout.h): the
+// transposed tiles of transpose_store, else directly.
+OutputTranspose output_transpose_for(const LayerSpec &spec, const ScheduleParams &params);
 
 // Whether a spec supports vectorising NCHW output channels `vector_width` at a time: dense convs,
 // the dwconv's pointwise, and grouped convs whose groups have whole vectors of output channels.
@@ -132,6 +142,9 @@ int tile_y_for(const ScheduleParams &params, int rows);
 // depthwise_rows; and whether depthwise_rows changes the schedule (those rows are over 1).
 int depthwise_rows_at_once(const LayerSpec &spec, const ScheduleParams &params);
 bool depthwise_rows_apply(const LayerSpec &spec, const ScheduleParams &params);
+
+// Whether transpose_store changes the schedule (see ScheduleParams::transpose_store).
+bool transpose_store_applies(const LayerSpec &spec, const ScheduleParams &params);
 
 // Whether stream_input changes the schedule (see ScheduleParams::stream_input).
 bool stream_applies(const LayerSpec &spec, const ScheduleParams &params);

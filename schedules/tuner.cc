@@ -183,6 +183,7 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     if (channel_blocks_apply(spec, q)) q.channel_blocks = 1 << uniform(0, 2);
     q.stream_input = stream_applies(spec, q) ? uniform(0, 1) : 0;
     q.depthwise_rows = std::min(1 << uniform(0, 2), depthwise_rows_at_once(spec, q));
+    q.transpose_store = transpose_store_applies(spec, q) ? uniform(0, 1) : 0;
     return q;
 }
 
@@ -243,6 +244,7 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         if (q.flat_rows && !(rows_in_tile && flat_rows_supported(spec))) return;
         if (q.channel_blocks < 1 || q.channel_blocks > 8 || (q.channel_blocks > 1 && !channel_blocks_apply(spec, q))) return;
         if (q.stream_input && !stream_applies(spec, q)) q.stream_input = 0;  // a knob the new template ignores
+        if (q.transpose_store && !transpose_store_applies(spec, q)) q.transpose_store = 0;
         if (q.depthwise_rows < 1 || q.depthwise_rows > 8) return;
         // The depthwise tile's rows are one depthwise computation's at most, 1 where the knob does
         // not apply (as adapt_to_spec clamps them).
@@ -306,6 +308,11 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
     if (stream_applies(spec, p)) {
         ScheduleParams q = p;
         q.stream_input ^= 1;
+        add(q);
+    }
+    if (transpose_store_applies(spec, p)) {
+        ScheduleParams q = p;
+        q.transpose_store ^= 1;
         add(q);
     }
     if (depthwise_rows_apply(spec, p)) {

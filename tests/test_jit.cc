@@ -458,6 +458,28 @@ TEST(Jit, DepthwiseRowsTileTheDepthwiseRows) {
     EXPECT_EQ(ScheduleParams::parse("vec=16 dw_rows=1").to_string().find("dw_rows"), std::string::npos);
 }
 
+// transpose=1: the channel-vector tile is activated, deinterleaved log2(16) = 4 times in
+// registers and stored as rows of its 8 pixels; without it the output stores channel vectors.
+// The knob takes 0..1 and is omitted at 0.
+TEST(Jit, TransposeStoreDeinterleavesTheTileBeforeStoringRows) {
+    CompileOptions o;
+    o.has_schedule = true;
+    const LayerSpec spec = parse_layer_spec("conv c1=8 c2=32 h=9 w=16 k=3 act=silu");
+    o.schedule = ScheduleParams::parse("vec=16 tile_vectors=2 tile_rows=8 parallel_rows=3 channels=1 transpose=1");
+    const std::string transposed = explain(spec, o);
+    const size_t tile = transposed.find("produce activated_tile:"), last = transposed.find("produce deinterleaved4:");
+    ASSERT_NE(tile, std::string::npos) << transposed;
+    ASSERT_NE(last, std::string::npos) << transposed;
+    EXPECT_EQ(transposed.find("deinterleaved5"), std::string::npos) << transposed;
+    EXPECT_NE(transposed.find("vectorized x.xi.xi_vi in [0, 7]", last), std::string::npos) << transposed;
+    o.schedule.transpose_store = 0;
+    const std::string scalar = explain(spec, o);
+    EXPECT_EQ(scalar.find("activated_tile"), std::string::npos) << scalar;
+    EXPECT_NE(scalar.find("vectorized c.ci.ci_vi in [0, 15]"), std::string::npos) << scalar;
+    EXPECT_THROW(ScheduleParams::parse("vec=16 transpose=2"), Error);
+    EXPECT_EQ(ScheduleParams::parse("vec=16 transpose=0").to_string().find("transpose"), std::string::npos);
+}
+
 TEST(Jit, GuardedRowTasksOfABatchNestInsideAParallelImageLoop) {
     CompileOptions o;
     o.has_schedule = true;

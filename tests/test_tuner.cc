@@ -528,6 +528,44 @@ TEST(Tuner, HeuristicTilesTheDepthwiseRowsWhereTheDepthwiseWeighs) {
     EXPECT_EQ(wide.depthwise_rows, 1) << wide.to_string();
 }
 
+// The transposed store applies to NCHW channel-vector tiles of 16 lanes whose even pixel count
+// divides the rows; the heuristic takes it for power-of-two tiles, the tuner flips it.
+TEST(Tuner, TransposeStoreAppliesToEvenTilesOfSixteenLanes) {
+    const LayerSpec yolo = parse_layer_spec("conv c1=64 c2=128 h=80 w=80 k=3 s=2 g=4 act=silu");
+    const ScheduleParams p = ScheduleParams::parse("vec=16 tile_vectors=2 tile_rows=8 parallel_rows=10 channels=1 channel_blocks=4");
+    EXPECT_TRUE(transpose_store_applies(yolo, p));
+    EXPECT_FALSE(output_transpose_for(yolo, p).on()) << "off unless asked for";
+    ScheduleParams on = p;
+    on.transpose_store = 1;
+    EXPECT_EQ(output_transpose_for(yolo, on).pixels, 8);
+    EXPECT_EQ(output_transpose_for(yolo, on).lanes, 16);
+    ScheduleParams odd = on, eight_lanes = on, along_x = on;
+    odd.tile_rows = 5;
+    eight_lanes.vector_width = 8;
+    along_x.vectorize_channels = 0;
+    EXPECT_FALSE(transpose_store_applies(yolo, odd));
+    EXPECT_FALSE(transpose_store_applies(yolo, eight_lanes));
+    EXPECT_FALSE(transpose_store_applies(yolo, along_x));
+    EXPECT_EQ(adapt_to_spec(odd, yolo).transpose_store, 0);
+    EXPECT_FALSE(transpose_store_applies(parse_layer_spec("conv c1=64 c2=40 h=80 w=80 k=3 s=2 act=silu"), on)) << "40 channels";
+    EXPECT_FALSE(transpose_store_applies(parse_layer_spec("conv c1=64 c2=128 h=80 w=80 k=3 s=2 layout=nhwc"), on));
+    ScheduleParams six = on;  // 6 pixels do not divide 40-pixel rows
+    six.tile_rows = 6;
+    EXPECT_FALSE(transpose_store_applies(yolo, six));
+
+    const ScheduleParams heuristic = heuristic_schedule(yolo, IsaFamily::AVX512);
+    ASSERT_TRUE(transpose_store_applies(yolo, heuristic)) << heuristic.to_string();
+    EXPECT_EQ(heuristic.transpose_store, 1) << heuristic.to_string();
+    bool flipped = false;
+    for (const auto &q : schedule_mutations(on, yolo, IsaFamily::AVX512, 1)) {
+        if (!transpose_store_applies(yolo, q)) {
+            EXPECT_EQ(q.transpose_store, 0) << q.to_string();
+        }
+        flipped |= q.transpose_store == 0 && q.tile_rows == 8 && q.tile_vectors == 2 && q.vector_width == 16 && q.parallel_rows == 10;
+    }
+    EXPECT_TRUE(flipped);
+}
+
 // A winner from the AVX-512 host seeds an AVX2 search: its structure is kept, its vector width
 // becomes AVX2's and its 32-accumulator tile is cut to fit 16 registers; a grouped conv whose
 // 4-channel groups hold no 8-lane vector goes along x, with a channel tile inside one group.
