@@ -446,8 +446,13 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
     // row tiles along x): 5x5 over 240 -> 80 channels of 28x28 1.25x, 5x5 stride 2 (144 -> 40)
     // 1.18x, 3x3 with 16, 24 and 40 output channels 1.10x, 1.08x, 1.08x, mbv1_b1's shape 1.01x
     // (2 threads: 1.23x, 1.72x, 1.00x, 1.17x, 1.04x, 1.06x); 3x3 ones with 128-512 output
-    // channels, where the depthwise is 2-7% of the MACs, 0.98-1.03x at 1 thread.
-    if (depthwise_rows_apply(spec, p) && 10 * spec.k * spec.k >= spec.c2) p.depthwise_rows = std::min(4, depthwise_rows_at_once(spec, p));
+    // channels, where the depthwise is 2-7% of the MACs, 0.98-1.03x at 1 thread. Down to a 30th of
+    // the MACs, 2 rows (against 1, heuristic tiles, 1 / 2 threads): 3x3 stride 2 into 128 channels
+    // (mbv1_b2's shape) 1.07x / 1.02x, into 192 of 40x40 1.03x / 1.03x, 256 of 56x56 stride 2 1.02x /
+    // 1.01x, 256 of 28x28 (also at batch 8) 1.00x; 512 of 14x14 0.996x, not taken.
+    if (depthwise_rows_apply(spec, p) && 30 * spec.k * spec.k >= spec.c2) {
+        p.depthwise_rows = std::min(10 * spec.k * spec.k >= spec.c2 ? 4 : 2, depthwise_rows_at_once(spec, p));
+    }
     // Channel-vector tiles of 4, 8 or 16 pixels store through the in-register transpose. Against
     // scalar stores, same tiles, 1 thread, Zen 4: yolo_g4_s2's shape (144 MACs an output, silu)
     // 1.09x with 8 pixels and 1.08x with 4, resnet_3x3's 1.01x with 8. 14 pixels gained 1.01-1.06x

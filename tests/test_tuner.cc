@@ -517,14 +517,19 @@ TEST(Tuner, MutationsTileTheDepthwiseRowsWhereTheyApply) {
     for (const auto &q : schedule_mutations(full, spec, IsaFamily::AVX512, 1)) EXPECT_FALSE(q == full) << q.to_string();
 }
 
-// The heuristic tiles the depthwise over rows where it is a tenth of the MACs or more.
+// The heuristic tiles the depthwise over up to 4 rows where it is a tenth of the MACs or more, 2
+// where a 30th or more.
 TEST(Tuner, HeuristicTilesTheDepthwiseRowsWhereTheDepthwiseWeighs) {
     const LayerSpec k5_spec = parse_layer_spec("dwconv c1=240 c2=80 h=28 w=28 k=5 act=silu");
     const ScheduleParams k5 = heuristic_schedule(k5_spec, IsaFamily::AVX512);
     EXPECT_TRUE(depthwise_rows_apply(k5_spec, k5)) << k5.to_string();
     EXPECT_EQ(k5.depthwise_rows, std::min(4, k5.tile_y)) << k5.to_string();
     EXPECT_GT(k5.depthwise_rows, 1) << k5.to_string();
-    const ScheduleParams wide = heuristic_schedule(parse_layer_spec("dwconv c1=256 c2=256 h=28 w=28 k=3"), IsaFamily::AVX512);
+    const LayerSpec mid_spec = parse_layer_spec("dwconv c1=64 c2=128 h=112 w=112 k=3 s=2");
+    const ScheduleParams mid = heuristic_schedule(mid_spec, IsaFamily::AVX512);
+    ASSERT_TRUE(depthwise_rows_apply(mid_spec, mid)) << mid.to_string();
+    EXPECT_EQ(mid.depthwise_rows, 2) << "a 30th of the MACs or more: " << mid.to_string();
+    const ScheduleParams wide = heuristic_schedule(parse_layer_spec("dwconv c1=512 c2=512 h=14 w=14 k=3"), IsaFamily::AVX512);
     EXPECT_EQ(wide.depthwise_rows, 1) << wide.to_string();
 }
 
