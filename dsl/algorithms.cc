@@ -62,39 +62,6 @@ void constrain_dense(OutputImageParam p, const std::vector<int> &extents) {
 
 }  // namespace
 
-Expr activation_expr(Activation act, Expr v, float alpha);
-
-namespace {
-
-// The output: the activation of the last accumulator, directly or through the transposed tiles
-// (see OutputTranspose).
-void define_output(LayerAlgorithm &a, const Func &last) {
-    const LayerSpec &s = a.spec;
-    const OutputTranspose &t = a.output_transpose;
-    if (!t.on()) {
-        a.def(a.output) = activation_expr(s.act, a.at(last, a.c, a.x, a.y, a.n), s.alpha);
-        return;
-    }
-    const int P = t.pixels, V = t.lanes, N = P * V;
-    if (s.layout != Layout::NCHW || P % 2 != 0 || s.out_w() % P != 0 || V < 2 || (V & (V - 1)) != 0 || s.c2 % V != 0) {
-        throw Error("output transpose " + std::to_string(P) + "x" + std::to_string(V) + " does not fit " + s.to_string());
-    }
-    Var i = a.ti, xt = a.xt, ct = a.ct, y = a.y, n = a.n;
-    Func tile("activated_tile");
-    tile(i, xt, ct, y, n) = activation_expr(s.act, a.at(last, ct * V + i % V, xt * P + i / V, y, n), s.alpha);
-    a.output_tiles.push_back(tile);
-    // Each round moves the lowest bit of the channel index to the top of the tile index: after
-    // log2(V) rounds element (pixel p, channel c) is at c * P + p.
-    for (int round = 1; (1 << (round - 1)) < V; ++round) {
-        Func next("deinterleaved" + std::to_string(round));
-        next(i, xt, ct, y, n) = a.output_tiles.back()((i % (N / 2)) * 2 + i / (N / 2), xt, ct, y, n);
-        a.output_tiles.push_back(next);
-    }
-    a.output(a.x, a.y, a.c, a.n) = a.output_tiles.back()((a.c % V) * P + a.x % P, a.x / P, a.c / V, a.y, a.n);
-}
-
-}  // namespace
-
 Expr activation_expr(Activation act, Expr v, float alpha) {
     switch (act) {
     case Activation::Identity: return v;
@@ -119,6 +86,37 @@ Expr activation_expr(Activation act, Expr v, float alpha) {
     }
     return v;
 }
+
+namespace {
+
+// The output: the activation of the last accumulator, directly or through the transposed tiles
+// (see OutputTranspose).
+void define_output(LayerAlgorithm &a, const Func &last) {
+    const LayerSpec &s = a.spec;
+    const OutputTranspose &t = a.output_transpose;
+    if (!t.on()) {
+        a.def(a.output) = activation_expr(s.act, a.at(last, a.c, a.x, a.y, a.n), s.alpha);
+        return;
+    }
+    const int P = t.pixels, V = t.lanes, N = P * V;
+    if (s.layout != Layout::NCHW || P % 2 != 0 || s.out_w() % P != 0 || V < 2 || (V & (V - 1)) != 0 || s.c2 % V != 0) {
+        throw Error("output transpose " + std::to_string(P) + "x" + std::to_string(V) + " does not fit " + s.to_string());
+    }
+    Var i = a.ti, xt = a.xt, ct = a.ct, y = a.y, n = a.n;
+    Func tile("activated_tile");
+    tile(i, xt, ct, y, n) = activation_expr(s.act, a.at(last, ct * V + i % V, xt * P + i / V, y, n), s.alpha);
+    a.output_tiles.push_back(tile);
+    // Each round moves the lowest bit of the channel index to the top of the tile index: after
+    // log2(V) rounds element (pixel p, channel c) is at c * P + p.
+    for (int round = 1, bits = V; bits > 1; ++round, bits /= 2) {
+        Func next("deinterleaved" + std::to_string(round));
+        next(i, xt, ct, y, n) = a.output_tiles.back()((i % (N / 2)) * 2 + i / (N / 2), xt, ct, y, n);
+        a.output_tiles.push_back(next);
+    }
+    a.output(a.x, a.y, a.c, a.n) = a.output_tiles.back()((a.c % V) * P + a.x % P, a.x / P, a.c / V, a.y, a.n);
+}
+
+}  // namespace
 
 std::vector<Var> LayerAlgorithm::storage_vars() const {
     if (spec.layout == Layout::NCHW) return {x, y, c, n};

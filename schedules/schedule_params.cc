@@ -220,8 +220,11 @@ WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &para
 
 bool transpose_store_applies(const LayerSpec &spec, const ScheduleParams &params) {
     if (!params.autoscheduler.empty() || spec.layout != Layout::NCHW || !along_channels(spec, params)) return false;
-    // 16 lanes only: with 8 (yolo_g4_s2's and resnet_3x3's shapes, 8-pixel tiles, Zen 4) the
-    // transposed store measured 0.84x and 0.81x of the scalar one.
+    // 16 lanes only: with 8 on AVX-512 (yolo_g4_s2's and resnet_3x3's shapes, 8-pixel tiles, Zen 4)
+    // the transposed store measured 0.84x and 0.81x of the scalar one (LLVM joins the tile's 8-lane
+    // accumulators into 16-lane registers and inserts and extracts halves in the reduction loop).
+    // AVX2 code on the same host gained with 8 (yolo_g4_s2's shape 1.05-1.07x), but the parameters
+    // do not say which of the two a width of 8 runs on: not taken there yet.
     const int pixels = std::min(params.tile_rows, spec.out_w());
     return params.vector_width == 16 && pixels % 2 == 0 && spec.out_w() % pixels == 0 && spec.c2 % 16 == 0;
 }
