@@ -123,6 +123,42 @@ struct ScheduleCase {
     ScheduleParams params;
 };
 
+// The transposed store of channel-vector tiles (transpose=1): tiles of 2 to 16 pixels (powers of
+// two and not), one or two channel vectors a tile, whole rows, strided and grouped convs with
+// channel blocks, a batch, and the dwconv's pointwise per task (with channel blocks) or per row.
+std::vector<ScheduleCase> transpose_cases() {
+    std::vector<ScheduleCase> cases;
+    struct TransposeCase {
+        const char *spec;
+        int tile_vectors, tile_pixels, parallel_rows, channel_blocks, dw_per_task;
+    };
+    for (const TransposeCase &t : std::vector<TransposeCase>{{"conv c1=8 c2=32 h=9 w=16 k=3 act=silu", 2, 8, 3, 1, 0},
+                                                             {"conv c1=8 c2=32 h=9 w=16 k=3 act=silu", 1, 16, 9, 1, 0},
+                                                             {"conv c1=8 c2=32 h=9 w=16 k=3 act=silu", 1, 2, 2, 1, 0},
+                                                             {"conv c1=32 c2=64 h=7 w=12 k=3 g=2 act=leaky", 2, 6, 7, 2, 0},
+                                                             {"conv c1=32 c2=64 h=7 w=12 k=3 g=2 act=leaky", 1, 4, 3, 4, 0},
+                                                             {"conv c1=8 c2=16 h=16 w=20 k=3 s=2 act=relu", 1, 10, 2, 1, 0},
+                                                             {"conv n=2 c1=8 c2=16 h=6 w=8 k=1 act=relu6", 1, 8, 4, 1, 0},
+                                                             {"conv n=2 c1=8 c2=16 h=6 w=8 k=1 act=relu6", 1, 4, 1, 1, 0},
+                                                             {"dwconv c1=12 c2=32 h=9 w=14 k=3 act=silu", 2, 14, 4, 1, 1},
+                                                             {"dwconv c1=12 c2=32 h=9 w=14 k=3 act=silu", 1, 2, 3, 2, 1},
+                                                             {"dwconv c1=12 c2=32 h=9 w=14 k=3 act=silu", 1, 14, 2, 1, 0},
+                                                             {"dwconv n=2 c1=8 c2=16 h=12 w=24 k=3 s=2 act=relu", 1, 4, 5, 1, 1},
+                                                             {"dwconv n=2 c1=8 c2=16 h=12 w=24 k=3 s=2 act=relu", 1, 12, 6, 1, 0}}) {
+        ScheduleParams p;
+        p.vector_width = 16;
+        p.vectorize_channels = 1;
+        p.tile_vectors = t.tile_vectors;
+        p.tile_rows = t.tile_pixels;
+        p.parallel_rows = t.parallel_rows;
+        p.channel_blocks = t.channel_blocks;
+        p.depthwise_per_task = t.dw_per_task;
+        p.transpose_store = 1;
+        cases.push_back({t.spec, adapt_to_spec(p, parse_layer_spec(t.spec))});
+    }
+    return cases;
+}
+
 std::vector<ScheduleCase> schedule_cases() {
     const char *specs[] = {
         "conv c1=6 c2=10 h=9 w=29 k=3 g=2",
@@ -391,48 +427,13 @@ std::vector<ScheduleCase> schedule_cases() {
             p.stream_input = variant % 3 != 0;
             cases.push_back({s, p});
         }
-    // The transposed store of channel-vector tiles (transpose=1): tiles of 2 to 16 pixels (powers of
-    // two and not), one or two channel vectors a tile, whole rows, strided and grouped convs with
-    // channel blocks, a batch, and the dwconv's pointwise per task (with channel blocks) or per row.
-    struct TransposeCase {
-        const char *spec;
-        int tile_vectors, tile_pixels, parallel_rows, channel_blocks, dw_per_task;
-    };
-    for (const TransposeCase &t : std::vector<TransposeCase>{{"conv c1=8 c2=32 h=9 w=16 k=3 act=silu", 2, 8, 3, 1, 0},
-                                                             {"conv c1=8 c2=32 h=9 w=16 k=3 act=silu", 1, 16, 9, 1, 0},
-                                                             {"conv c1=8 c2=32 h=9 w=16 k=3 act=silu", 1, 2, 2, 1, 0},
-                                                             {"conv c1=32 c2=64 h=7 w=12 k=3 g=2 act=leaky", 2, 6, 7, 2, 0},
-                                                             {"conv c1=32 c2=64 h=7 w=12 k=3 g=2 act=leaky", 1, 4, 3, 4, 0},
-                                                             {"conv c1=8 c2=16 h=16 w=20 k=3 s=2 act=relu", 1, 10, 2, 1, 0},
-                                                             {"conv n=2 c1=8 c2=16 h=6 w=8 k=1 act=relu6", 1, 8, 4, 1, 0},
-                                                             {"conv n=2 c1=8 c2=16 h=6 w=8 k=1 act=relu6", 1, 4, 1, 1, 0},
-                                                             {"dwconv c1=12 c2=32 h=9 w=14 k=3 act=silu", 2, 14, 4, 1, 1},
-                                                             {"dwconv c1=12 c2=32 h=9 w=14 k=3 act=silu", 1, 2, 3, 2, 1},
-                                                             {"dwconv c1=12 c2=32 h=9 w=14 k=3 act=silu", 1, 14, 2, 1, 0},
-                                                             {"dwconv n=2 c1=8 c2=16 h=12 w=24 k=3 s=2 act=relu", 1, 4, 5, 1, 1},
-                                                             {"dwconv n=2 c1=8 c2=16 h=12 w=24 k=3 s=2 act=relu", 1, 12, 6, 1, 0}}) {
-        ScheduleParams p;
-        p.vector_width = 16;
-        p.vectorize_channels = 1;
-        p.tile_vectors = t.tile_vectors;
-        p.tile_rows = t.tile_pixels;
-        p.parallel_rows = t.parallel_rows;
-        p.channel_blocks = t.channel_blocks;
-        p.depthwise_per_task = t.dw_per_task;
-        p.transpose_store = 1;
-        cases.push_back({t.spec, adapt_to_spec(p, parse_layer_spec(t.spec))});
-    }
+    for (const ScheduleCase &c : transpose_cases()) cases.push_back(c);
     return cases;
 }
 
 class KernelScheduleVariants : public ::testing::TestWithParam<ScheduleCase> {};
 
 TEST_P(KernelScheduleVariants, MatchesReference) {
-    // A case that asks for the transposed store must get it (adapt_to_spec drops it where it
-    // does not apply).
-    if (GetParam().params.transpose_store) {
-        EXPECT_TRUE(output_transpose_for(parse_layer_spec(GetParam().spec), GetParam().params).on());
-    }
     CompileOptions options;
     options.has_schedule = true;
     options.schedule = GetParam().params;
@@ -440,6 +441,16 @@ TEST_P(KernelScheduleVariants, MatchesReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, KernelScheduleVariants, ::testing::ValuesIn(schedule_cases()));
+
+// Every transposed-store case keeps the knob through adapt_to_spec (which drops it where it does
+// not apply), so the variants above really run the transposed store.
+TEST(KernelScheduleVariantsCases, TransposeCasesRunTheTransposedStore) {
+    const std::vector<ScheduleCase> cases = transpose_cases();
+    EXPECT_EQ(cases.size(), 13u);
+    for (const ScheduleCase &c : cases) {
+        EXPECT_TRUE(output_transpose_for(parse_layer_spec(c.spec), c.params).on()) << c.spec << " | " << c.params.to_string();
+    }
+}
 
 // ---- ISA families runnable on any x86-64 host: SSE4.1 and baseline x86-64 (Generic).
 
