@@ -46,7 +46,6 @@ VectorTile depthwise_row_tile(int out_w, int vector_width) {
     return {best * vector_width, vector_width};
 }
 
-
 // channel_blocks: the channel tile loop `co` (of `tiles` tiles) is split into blocks, and each
 // parallel task `t` is one block of one row block `yo` of one image. `inner` are the output's
 // loops inside `co`, innermost first; `between` those between `co` and `yo` (a conv's rows of
@@ -160,7 +159,7 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
     Var xo("xo"), xi("xi"), co("co"), ci("ci"), yo("yo");
     const int tc_size = output_channel_tile(s, p);
     const VectorTile tc{tc_size, std::min(p.vector_width, tc_size)};
-    const int tx = std::min(p.tile_rows, s.out_w());
+    const int tx = channel_tile_pixels(p, s);
     const int rows = task_rows(p, s);
     a.output.split(a.c, co, ci, tc.size, TailStrategy::ShiftInwards)
         .split(a.x, xo, xi, tx, TailStrategy::ShiftInwards)
@@ -183,11 +182,12 @@ void tile_along_channels(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
     if (a.output_transpose.on()) {
         // The tile is activated as channel vectors, transposed in registers, and stored as rows
         // of the tile's pixels (see OutputTranspose).
+        const OutputTranspose &ot = a.output_transpose;
         a.output.reorder(xi, ci).parallel(t).unroll(ci);
-        vectorize_tile(a.output, xi, tx, TailStrategy::ShiftInwards);
+        vectorize_tile(a.output, xi, ot.pixels, TailStrategy::ShiftInwards);
         for (Func f : a.output_tiles) {
             Var io("io"), ii("ii");
-            f.compute_at(a.output, xo).split(a.ti, io, ii, tc.lanes).vectorize(ii).unroll(io).unroll(a.ct);
+            f.compute_at(a.output, xo).split(a.ti, io, ii, ot.lanes).vectorize(ii).unroll(io).unroll(a.ct);
         }
     } else {
         a.output.parallel(t).unroll(xi);
@@ -231,7 +231,6 @@ Stage accumulate_along_x(LayerAlgorithm &a, const ScheduleParams &p, Func acc, c
     vectorize_tile(upd, a.x, lanes, tail);
     return upd;
 }
-
 
 // How the parallel tasks split the rows. ShiftInwards makes the last task overlap its neighbour,
 // which is harmless when every row is computed by the same code. With several rows unrolled in

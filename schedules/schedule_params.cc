@@ -218,6 +218,8 @@ WeightLayout weight_layout_for(const LayerSpec &spec, const ScheduleParams &para
     return WeightLayout::output_blocked(tile);
 }
 
+int channel_tile_pixels(const ScheduleParams &params, const LayerSpec &spec) { return std::max(1, std::min(params.tile_rows, spec.out_w())); }
+
 bool transpose_store_applies(const LayerSpec &spec, const ScheduleParams &params) {
     if (!params.autoscheduler.empty() || spec.layout != Layout::NCHW || !along_channels(spec, params)) return false;
     // 16 lanes only: with 8 on AVX-512 (yolo_g4_s2's and resnet_3x3's shapes, 8-pixel tiles, Zen 4)
@@ -225,13 +227,13 @@ bool transpose_store_applies(const LayerSpec &spec, const ScheduleParams &params
     // accumulators into 16-lane registers and inserts and extracts halves in the reduction loop).
     // AVX2 code on the same host gained with 8 (yolo_g4_s2's shape 1.05-1.07x), but the parameters
     // do not say which of the two a width of 8 runs on: not taken there yet.
-    const int pixels = std::min(params.tile_rows, spec.out_w());
+    const int pixels = channel_tile_pixels(params, spec);
     return params.vector_width == 16 && pixels % 2 == 0 && spec.out_w() % pixels == 0 && spec.c2 % 16 == 0;
 }
 
 OutputTranspose output_transpose_for(const LayerSpec &spec, const ScheduleParams &params) {
     if (!params.transpose_store || !transpose_store_applies(spec, params)) return {};
-    return {std::min(params.tile_rows, spec.out_w()), params.vector_width};
+    return {channel_tile_pixels(params, spec), params.vector_width};
 }
 
 namespace {
@@ -462,7 +464,7 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
     // (g8_leaky's, mbv1_b8's, effnet_k5's and shufflenet_g3's shapes) but yolo_g4_s2's with 10
     // lost (0.88x): tiles whose rows are not power-of-two blocks of the transposed tile are left
     // to the tuner.
-    const int tile_pixels = std::min(p.tile_rows, spec.out_w());
+    const int tile_pixels = channel_tile_pixels(p, spec);
     if (transpose_store_applies(spec, p) && (tile_pixels & (tile_pixels - 1)) == 0) p.transpose_store = 1;
     // Grouped strided convs along x whose task's zero-padded rows outgrow L1 compute them per
     // channel tile and row tile (stream_input): only the tile's groups, a few rows at a time, their

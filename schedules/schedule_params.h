@@ -143,6 +143,9 @@ int tile_y_for(const ScheduleParams &params, int rows);
 int depthwise_rows_at_once(const LayerSpec &spec, const ScheduleParams &params);
 bool depthwise_rows_apply(const LayerSpec &spec, const ScheduleParams &params);
 
+// NCHW along channels: the pixels of a row in one register tile (tile_rows, at most the row).
+int channel_tile_pixels(const ScheduleParams &params, const LayerSpec &spec);
+
 // Whether transpose_store changes the schedule (see ScheduleParams::transpose_store).
 bool transpose_store_applies(const LayerSpec &spec, const ScheduleParams &params);
 
