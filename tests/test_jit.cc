@@ -480,6 +480,20 @@ TEST(Jit, TransposeStoreDeinterleavesTheTileBeforeStoringRows) {
     EXPECT_EQ(ScheduleParams::parse("vec=16 transpose=0").to_string().find("transpose"), std::string::npos);
 }
 
+TEST(Jit, StrideOneConvsCopyThePaddedRowsInAlignedVectors) {
+    CompileOptions o;
+    o.has_schedule = true;
+    o.schedule = ScheduleParams::parse("vec=8 tile_vectors=2 tile_rows=1 parallel_rows=2");
+    // Columns -1..32 of a 32-wide image: aligned to 8 lanes from column 0 they are the 6 vectors
+    // of -8..39 (the first and last wholly padding); unaligned, 5 vectors from -1 whose last
+    // straddles the image's end.
+    const std::string conv = explain(parse_layer_spec("conv c1=16 c2=16 h=10 w=32 k=3 g=16 act=relu"), o);
+    EXPECT_NE(conv.find("for xq.xq in [0, 5]:"), std::string::npos) << conv;
+    o.schedule.vectorize_channels = 1;  // along channels the staged rows are read by broadcasts: aligned too
+    const std::string dense = explain(parse_layer_spec("conv c1=16 c2=16 h=10 w=32 k=3 act=relu"), o);
+    EXPECT_NE(dense.find("for xq.xq in [0, 5]:"), std::string::npos) << dense;
+}
+
 TEST(Jit, GuardedRowTasksOfABatchNestInsideAParallelImageLoop) {
     CompileOptions o;
     o.has_schedule = true;
