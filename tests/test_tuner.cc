@@ -457,7 +457,7 @@ TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
         }
         return tiles;
     };
-    EXPECT_EQ(tiles_at_width(wide, 8), (std::set<int>{2, 4}));
+    EXPECT_EQ(tiles_at_width(wide, 8), (std::set<int>{2, 4, 7}));  // 7: the whole row (MutationsIncludeTheTileOfAWholeRow)
     ScheduleParams narrow = wide;
     narrow.vector_width = 8;
     narrow.tile_vectors = 7;
@@ -495,6 +495,29 @@ TEST(Tuner, FlatRunsAreWholeRegisterTiles) {
 
 // The tuner proposes depthwise row tiles where the depthwise is computed for several rows at
 // once, doubling and halving them, never past those rows, and drops them where it is per row.
+TEST(Tuner, MutationsIncludeTheTileOfAWholeRow) {
+    // 56-pixel rows: 7 vectors of 8 lanes (56 is not whole vectors of 16), with the channel rows
+    // that fit beside them in 32 registers, 4 (one group of this grouped conv).
+    const LayerSpec g32 = parse_layer_spec("conv c1=128 c2=128 h=56 w=56 k=3 g=32 act=relu");
+    const ScheduleParams start = ScheduleParams::parse("vec=16 tile_vectors=2 tile_rows=4 parallel_rows=3 tile_y=3");
+    int whole_rows = 0;
+    for (const auto &q : schedule_mutations(start, g32, IsaFamily::AVX512, 1)) {
+        if (q.tile_vectors * q.vector_width != g32.out_w()) continue;
+        ++whole_rows;
+        EXPECT_EQ(q.vector_width, 8) << q.to_string();
+        EXPECT_EQ(q.tile_rows, 4) << q.to_string();
+        EXPECT_EQ(q.tile_y, 1) << q.to_string();
+    }
+    EXPECT_EQ(whole_rows, 1);
+    // From that tile itself, none (a mutation changes something).
+    const ScheduleParams whole = ScheduleParams::parse("vec=8 tile_vectors=7 tile_rows=4 parallel_rows=3");
+    for (const auto &q : schedule_mutations(whole, g32, IsaFamily::AVX512, 1)) EXPECT_FALSE(q == whole) << q.to_string();
+    // Rows that are no whole number of vectors (28 at 8 and 16 lanes) get none.
+    const LayerSpec b8 = parse_layer_spec("conv n=8 c1=128 c2=128 h=28 w=28 k=3 g=32 act=relu");
+    for (const auto &q : schedule_mutations(heuristic_schedule(b8, IsaFamily::AVX512), b8, IsaFamily::AVX512, 1))
+        EXPECT_NE(q.tile_vectors * q.vector_width, b8.out_w()) << q.to_string();
+}
+
 TEST(Tuner, MutationsTileTheDepthwiseRowsWhereTheyApply) {
     const LayerSpec spec = parse_layer_spec("dwconv c1=240 c2=80 h=28 w=28 k=5 act=silu");
     const ScheduleParams per_task = ScheduleParams::parse("vec=16 tile_vectors=1 tile_rows=7 parallel_rows=4 channels=1 dw_per_task=1 dw_rows=2");
