@@ -30,10 +30,20 @@ VectorTile vector_tile(int extent, int vector_width, int max_vectors) {
     return {vector_width * std::max(1, std::min(max_vectors, extent / vector_width)), vector_width};
 }
 
-// The depthwise stage's tile along an NCHW row (see depthwise_tile_pixels).
+// The depthwise stage's tile along an NCHW row: up to 4 vectors, chosen to cover the row with the
+// fewest vectors computed, counting half a vector per tile for reloading the tile's k*k weights.
+// Tiles are ShiftInwards (the depthwise buffer's rows stay exactly out_w wide, which flat_rows
+// needs), so a tile wider than the row's remainder recomputes pixels: four-vector tiles over a
+// 28-wide row compute 48 pixels, two-vector tiles 32.
 VectorTile depthwise_row_tile(int out_w, int vector_width) {
     if (out_w < vector_width) return {out_w, out_w};
-    return {depthwise_tile_pixels(out_w, vector_width), vector_width};
+    int best = 1;
+    double best_cost = 0;
+    for (int t = 1; t <= 4 && t * vector_width <= out_w; ++t) {
+        const double cost = ceil_div(out_w, t * vector_width) * (t + 0.5);
+        if (t == 1 || cost <= best_cost) best = t, best_cost = cost;
+    }
+    return {best * vector_width, vector_width};
 }
 
 // channel_blocks: the channel tile loop `co` (of `tiles` tiles) is split into blocks, and each
@@ -121,6 +131,16 @@ void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
             // A strided read straight from the input through the zero-padding boundary condition
             // vectorises as a clamped, masked gather (a third of mbv1_b4's time). Padding each
             // channel's rows densely first makes the strided read a plain load from a buffer.
+            // A dwconv's depthwise does not read `padded` with strided loads as strided convs do
+            // (reads_padded_rows_strided): that measured 1.03-1.07x on mbv1_b2 and mbv1_b4 but
+            // faulted with one-row tasks whose depthwise is per task and streamed, where Halide 14
+            // emits an aligned 512-bit load at a 32-byte offset (a 16-wide tile shifted in to x =
+            // 12 of a 28-wide row; again 2026-12-07 with the rows aligned); KernelScheduleVariants
+            // has those schedules. Taking it only where every depthwise tile starts at a multiple
+            // of the lanes (mbv1_b2's 56-wide rows at 8 lanes: 1.06-1.07x) still faulted: 7 of 363
+            // candidates of a mbv1_b2 tuning run (per task and streamed, 8 lanes; aligned 256-bit
+            // loads at 6 floats past an aligned heap row). Without align_bounds on those rows
+            // none faulted (421 tuning candidates, the 7 with dw_rows 1-8), but nothing shows why.
             a.padded.compute_at(a.staged, a.c);
             vectorize_padded_rows(s, a.padded, a.x, p);
         }
@@ -392,14 +412,11 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     }
     stage_input(a, p, t);
 
-    // The rows the depthwise stage reads: the zero-padded ones where it reads them strided.
-    const bool reads_padded = reads_padded_rows_strided(s, p);
-    Func rows_read = reads_padded ? a.padded : a.staged;
     if (stream_applies(s, p) && p.stream_input) {
         if (p.depthwise_per_task) {
-            rows_read.compute_at(a.depthwise, a.c);
+            a.staged.compute_at(a.depthwise, a.c);
         } else {
-            rows_read.store_at(a.output, t).compute_at(a.output, row_tile);  // sliding window
+            a.staged.store_at(a.output, t).compute_at(a.output, row_tile);  // sliding window
         }
     }
     // Per row tile (yi: tile_y rows in NCHW along x, one row otherwise) or per task.
@@ -408,7 +425,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     if (round_up_rows) {
         // The pointwise accumulator reads whole vector rows of the depthwise result.
         a.depthwise.bound(a.x, 0, p.vector_width);
-        if (!reads_padded) bound_staged_to_vector_rows(a, p);
+        bound_staged_to_vector_rows(a, p);
     }
     if (s.layout == Layout::NCHW) {
         // Depthwise tile: up to 4 vectors of one row (of depthwise_rows rows), all k*k taps

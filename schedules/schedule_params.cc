@@ -160,29 +160,8 @@ bool stream_applies(const LayerSpec &spec, const ScheduleParams &params) {
     return !channels && !(params.flat_rows && flat_rows_supported(spec));
 }
 
-int depthwise_tile_pixels(int out_w, int vector_width) {
-    if (out_w < vector_width) return out_w;
-    int best = 1;
-    double best_cost = 0;
-    for (int t = 1; t <= 4 && t * vector_width <= out_w; ++t) {
-        const double cost = ceil_div(out_w, t * vector_width) * (t + 0.5);
-        if (t == 1 || cost <= best_cost) best = t, best_cost = cost;
-    }
-    return best * vector_width;
-}
-
 bool reads_padded_rows_strided(const LayerSpec &spec, const ScheduleParams &params) {
-    if (spec.layout != Layout::NCHW || spec.s == 1 || spec.w + 2 * spec.p < params.vector_width) return false;
-    if (spec.kind == LayerKind::Conv) return true;
-    // A dwconv's depthwise stage: only where each of its tiles starts at a multiple of the vector
-    // lanes. A tile shifted in to another start (a 16-wide tile at x = 12 of a 28-wide row) made
-    // Halide 14 emit an aligned 512-bit load of the padded rows at a 32-byte offset, and the kernel
-    // faulted (found by a mbv1_b4 tuning run; KernelScheduleVariants has those schedules). Rows
-    // rounded up to one vector (round_up_short_rows) are one tile at x = 0.
-    const int w = spec.out_w(), V = params.vector_width;
-    if (!along_channels(spec, params) && !params.flat_rows && round_up_short_rows(spec, params)) return true;
-    const int tile = depthwise_tile_pixels(w, V);
-    return w < V || w % tile == 0 || (w - tile) % V == 0;
+    return spec.kind == LayerKind::Conv && spec.layout == Layout::NCHW && spec.s > 1 && spec.w + 2 * spec.p >= params.vector_width;
 }
 
 int channel_blocks_of(const LayerSpec &spec, const ScheduleParams &params) {

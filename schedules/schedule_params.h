@@ -152,20 +152,11 @@ bool transpose_store_applies(const LayerSpec &spec, const ScheduleParams &params
 // Whether stream_input changes the schedule (see ScheduleParams::stream_input).
 bool stream_applies(const LayerSpec &spec, const ScheduleParams &params);
 
-// Pixels of an NCHW dwconv's depthwise tile along a row: up to 4 vectors, chosen to cover the row
-// with the fewest vectors computed, counting half a vector per tile for reloading the tile's k*k
-// weights; the whole row when it is under a vector. Tiles are ShiftInwards (the depthwise
-// buffer's rows stay exactly out_w wide, which flat_rows needs), so a tile wider than the row's
-// remainder recomputes pixels: four-vector tiles over a 28-wide row compute 48 pixels, two-vector
-// tiles 32.
-int depthwise_tile_pixels(int out_w, int vector_width);
-
 // Strided NCHW convs (rows at least a vector wide): the reduction reads the zero-padded input rows
 // (`padded`, computed per task, or per row tile with stream_input) with strided loads, not a
 // stride-phase split (`staged`): splitting the phases into a buffer first was a second pass over
 // the input, 14% of resnext_g32_s2's samples; without it, same tuned schedules, interleaved, 5
-// rounds: resnext_g32_s2 1.037x / 1.045x, yolo_g4_s2 1.016x / 1.038x at 1 / 2 threads. A dwconv's
-// strided depthwise stage too, where its tiles start at multiples of the lanes (see the .cc).
+// rounds: resnext_g32_s2 1.037x / 1.045x, yolo_g4_s2 1.016x / 1.038x at 1 / 2 threads.
 bool reads_padded_rows_strided(const LayerSpec &spec, const ScheduleParams &params);
 
 // Parallel tasks per row block of one image: channel_blocks (at most the output channel tiles)

@@ -123,38 +123,6 @@ struct ScheduleCase {
     ScheduleParams params;
 };
 
-// A dwconv's strided depthwise stage reading the zero-padded rows with strided loads (where its
-// row tiles start at multiples of the lanes, see reads_padded_rows_strided): whole-row tiles (32
-// of 32 pixels at 16 lanes), tiles shifted in by whole vectors (32 of 56 pixels at 8 lanes, the
-// last at x = 24), rows under a vector (7 pixels, one 7-lane tile) and rows rounded up to one;
-// per task, per row (streamed or not), along x, along channels, flat rows, two depthwise rows.
-std::vector<ScheduleCase> strided_depthwise_cases() {
-    std::vector<ScheduleCase> cases;
-    struct StridedCase {
-        const char *spec;
-        int vec;
-    };
-    for (const StridedCase &c : std::vector<StridedCase>{{"dwconv c1=6 c2=10 h=9 w=64 k=3 s=2 act=relu", 16},
-                                                         {"dwconv c1=5 c2=9 h=8 w=112 k=3 s=2 act=relu6", 8},
-                                                         {"dwconv n=2 c1=7 c2=16 h=9 w=14 k=5 s=2 act=silu", 8},
-                                                         {"dwconv c1=4 c2=8 h=6 w=28 k=3 s=2", 16}})
-        for (int variant = 0; variant < 5; ++variant) {
-            ScheduleParams p;
-            p.vector_width = c.vec;
-            p.tile_vectors = 1 + variant % 2;
-            p.tile_rows = 4;
-            p.parallel_rows = variant == 3 ? 1 : 3;
-            p.vectorize_channels = variant == 1;
-            p.depthwise_per_task = variant != 2;
-            p.flat_rows = variant == 4;
-            p.tile_y = variant == 4 ? 2 : 1;
-            p.stream_input = variant >= 2;
-            p.depthwise_rows = variant == 0 ? 2 : 1;
-            cases.push_back({c.spec, adapt_to_spec(p, parse_layer_spec(c.spec))});
-        }
-    return cases;
-}
-
 // The transposed store of channel-vector tiles (transpose=1): tiles of 2 to 16 pixels (powers of
 // two and not), one or two channel vectors a tile, whole rows, strided and grouped convs with
 // channel blocks, a batch, and the dwconv's pointwise per task (with channel blocks) or per row.
@@ -460,7 +428,6 @@ std::vector<ScheduleCase> schedule_cases() {
             cases.push_back({s, p});
         }
     for (const ScheduleCase &c : transpose_cases()) cases.push_back(c);
-    for (const ScheduleCase &c : strided_depthwise_cases()) cases.push_back(c);
     return cases;
 }
 
@@ -483,20 +450,6 @@ TEST(KernelScheduleVariantsCases, TransposeCasesRunTheTransposedStore) {
     for (const ScheduleCase &c : cases) {
         EXPECT_TRUE(output_transpose_for(parse_layer_spec(c.spec), c.params).on()) << c.spec << " | " << c.params.to_string();
     }
-}
-
-// Every strided depthwise case reads the padded rows strided (the variants above run that path);
-// rows whose last tile is shifted in by part of a vector (28 pixels at 16 lanes, the tile at x =
-// 12) split the stride phases instead.
-TEST(KernelScheduleVariantsCases, StridedDepthwiseCasesReadThePaddedRowsStrided) {
-    const std::vector<ScheduleCase> cases = strided_depthwise_cases();
-    EXPECT_EQ(cases.size(), 20u);
-    for (const ScheduleCase &c : cases) {
-        EXPECT_TRUE(reads_padded_rows_strided(parse_layer_spec(c.spec), c.params)) << c.spec << " | " << c.params.to_string();
-    }
-    const LayerSpec shifted = parse_layer_spec("dwconv c1=6 c2=10 h=9 w=56 k=3 s=2 act=relu");
-    EXPECT_FALSE(reads_padded_rows_strided(shifted, ScheduleParams::parse("vec=16 tile_vectors=1 tile_rows=4 parallel_rows=1")));
-    EXPECT_FALSE(reads_padded_rows_strided(shifted, ScheduleParams::parse("vec=8 tile_vectors=1 tile_rows=4 parallel_rows=1")));
 }
 
 // ---- ISA families runnable on any x86-64 host: SSE4.1 and baseline x86-64 (Generic).
