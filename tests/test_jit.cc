@@ -494,6 +494,24 @@ TEST(Jit, StrideOneConvsCopyThePaddedRowsInAlignedVectors) {
     EXPECT_NE(dense.find("for xq.xq in [0, 5]:"), std::string::npos) << dense;
 }
 
+TEST(Jit, FlatRowsOfA1x1ConvReadTheStagedRowsAsVectors) {
+    // Flat rows read the staged rows at x + y * w: rows copied into aligned 32-float rows (28 at 8
+    // lanes rounded up) made that read a gather, one vinsertps per float (shufflenet_g3's 1-thread
+    // record ran 6x slower).
+    CompileOptions o;
+    o.has_schedule = true;
+    o.schedule = ScheduleParams::parse("vec=16 tile_vectors=1 tile_rows=4 parallel_rows=4 tile_y=4 flat=1");
+    o.target = "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41";
+    const std::string path = ::testing::TempDir() + "flat_rows_1x1.s";
+    write_assembly(parse_layer_spec("conv c1=16 c2=16 h=10 w=28 k=1 p=0 g=2 act=relu"), o, path);
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    ASSERT_GT(text.str().size(), 1000u);
+    EXPECT_EQ(text.str().find("vinsertps"), std::string::npos);
+    std::remove(path.c_str());
+}
+
 TEST(Jit, GuardedRowTasksOfABatchNestInsideAParallelImageLoop) {
     CompileOptions o;
     o.has_schedule = true;
