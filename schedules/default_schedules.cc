@@ -91,14 +91,21 @@ int boundary_row_lanes(int row, int vector_width) {
     return lanes;
 }
 
+// The lanes of a zero-padded row copy (vectorize_padded_rows): boundary_row_lanes, or half of 16
+// where that divides the image's width and 16 does not.
+int padded_row_lanes(const LayerSpec &s, const ScheduleParams &p) {
+    int lanes = boundary_row_lanes(s.w + 2 * s.p, p.vector_width);
+    if (s.w % lanes != 0 && lanes >= 16 && s.w % (lanes / 2) == 0) lanes /= 2;
+    return lanes;
+}
+
 // Vectorises a copy of the zero-padded rows (`padded`, or `staged` at stride 1) along its x, in
 // boundary_row_lanes vectors that start at multiples of the lanes from column 0 (align_bounds)
 // where the lanes, or half of 16, divide the image's width: each vector is then inside the image
 // or wholly padding, and none is a gather. 56 columns at vec=16 take 8 lanes for that (3.5
 // vectors of 16 would straddle the end).
 void vectorize_padded_rows(const LayerSpec &s, Func rows, const Var &x, const ScheduleParams &p) {
-    int lanes = boundary_row_lanes(s.w + 2 * s.p, p.vector_width);
-    if (s.w % lanes != 0 && lanes >= 16 && s.w % (lanes / 2) == 0) lanes /= 2;
+    const int lanes = padded_row_lanes(s, p);
     if (s.w % lanes == 0) rows.align_bounds(x, lanes);
     rows.vectorize(x, lanes, TailStrategy::RoundUp);
 }
@@ -117,9 +124,10 @@ void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
         const int row = (s.w + 2 * s.p) / s.s;
         const int lanes = boundary_row_lanes(row, p.vector_width);
         const bool flat = p.flat_rows && flat_rows_supported(s) && !along_channels(s, p);
-        if (row >= lanes && s.kind == LayerKind::Conv && s.s == 1 && !round_up_short_rows(s, p) && !flat) {
-            // At stride 1 the staged rows are the padded rows: copied in aligned vectors, none a
-            // gather. Interleaved against unaligned, Zen 4, 1 / 2 threads: depthwise_only's shape
+        const bool aligned = s.w % padded_row_lanes(s, p) == 0;
+        if (row >= lanes && s.kind == LayerKind::Conv && s.s == 1 && aligned && !round_up_short_rows(s, p) && !flat) {
+            // At stride 1 the staged rows are the padded rows: copied in aligned vectors where the
+            // lanes divide the width, none a gather. Interleaved against unaligned, Zen 4, 1 / 2 threads: depthwise_only's shape
             // 1.05x / 1.04x (its record; the unaligned copy's vectors were inserted element by
             // element), resnext_g32's 1.007x / 1.006x. Not a dwconv's depthwise stage, whose
             // aligned rows (144 floats for 112 pixels) measured 0.89x on mbv1_b1's shape, nor rows
