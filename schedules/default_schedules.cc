@@ -123,17 +123,17 @@ void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
     if (s.layout == Layout::NCHW) {
         const int row = (s.w + 2 * s.p) / s.s;
         const int lanes = boundary_row_lanes(row, p.vector_width);
-        const bool flat = p.flat_rows && flat_rows_supported(s) && !along_channels(s, p);
         const bool aligned = s.w % padded_row_lanes(s, p) == 0;
-        if (row >= lanes && s.kind == LayerKind::Conv && s.s == 1 && aligned && !round_up_short_rows(s, p) && !flat) {
+        if (row >= lanes && s.kind == LayerKind::Conv && s.s == 1 && aligned && !round_up_short_rows(s, p)) {
             // At stride 1 the staged rows are the padded rows: copied in aligned vectors where the
             // lanes divide the width, none a gather. Interleaved against unaligned, Zen 4, 1 / 2 threads: depthwise_only's shape
             // 1.05x / 1.04x (its record; the unaligned copy's vectors were inserted element by
             // element), resnext_g32's 1.007x / 1.006x. Not a dwconv's depthwise stage, whose
             // aligned rows (144 floats for 112 pixels) measured 0.89x on mbv1_b1's shape, nor rows
-            // rounded up to a vector (bound_staged_to_vector_rows bounds them), nor flat rows, which
-            // read the staged rows at x + y * w (wider rows made that a gather: shufflenet_g3's
-            // 1-thread record ran 6x slower).
+            // rounded up to a vector (bound_staged_to_vector_rows bounds them). Flat rows (1x1,
+            // unpadded) read the staged rows at x + y * w, so those must stay w wide, which they do
+            // where the lanes divide w; rounded up to whole vectors otherwise, the read became a
+            // gather (shufflenet_g3's 28-wide record ran 6x slower).
             vectorize_padded_rows(s, a.staged, a.xq, p);
         } else if (row >= lanes) {
             a.staged.vectorize(a.xq, lanes);

@@ -326,7 +326,8 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         }
     }
     // Rows along x that are whole vectors: the tile of one whole row (no lane computed twice),
-    // with as many channel rows as the registers hold. Single steps from the heuristic's tile
+    // with as many channel rows as the registers hold beside 4 operands (7 x 4 spills two
+    // accumulators and still runs at the FMA peak on resnext_g32's shape). Single steps from the heuristic's tile
     // seldom get there: resnext_g32's shape (56-pixel rows, 4 channels a group) went from 2 x 4
     // 16-lane vectors to 1 x 4 8-lane ones in a minute's search, 0.31 ms, where 7 x 4 8-lane
     // vectors run 0.29 ms.
