@@ -2,11 +2,14 @@
 // and XNNPACK, at each requested thread count. See bench/README.md.
 //
 // Each (layer, implementation, threads) is one Google Benchmark entry with one iteration whose
-// (manual) time is the median of N timed forward passes (after a warm-up), N chosen so that the
-// timed passes take at least --seconds and N >= 5. Everything that is not the forward pass (JIT
-// compile, weight reorders, input layout conversion, output checks) happens before the timed
-// passes. The per-layer numbers are counters, so they appear in --benchmark_format=json; a
-// summary table is printed at the end (to stdout, or to stderr when stdout carries JSON/CSV).
+// (manual) time is the median of N timed forward passes, N chosen so that the timed passes take
+// at least --seconds and N >= 5. A layer's implementations at one thread count are timed
+// together, taking turns in rounds (time_interleaved), so that the ratios between them do not
+// depend on which of them a noisy stretch of the machine fell on. Everything that is not the
+// forward pass (JIT compile, weight reorders, input layout conversion, output checks) happens
+// before the timed passes. The per-layer numbers are counters, so they appear in
+// --benchmark_format=json; a summary table is printed at the end (to stdout, or to stderr when
+// stdout carries JSON/CSV).
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -18,8 +21,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -61,7 +66,8 @@ const char *kUsage =
     "                      else bench/layers.txt)\n"
     "  --layer SPEC        benchmark this layer instead of a suite (repeatable)\n"
     "  --threads LIST      comma-separated thread counts, run in ascending order (default 1,2)\n"
-    "  --seconds S         timed seconds per layer, implementation and thread count (default 0.5)\n"
+    "  --seconds S         timed seconds per layer, implementation and thread count, in 5\n"
+    "                      interleaved slices (default 0.5)\n"
     "  --peers LIST        onednn,xnnpack (default both; 'none' for convgen alone)\n"
     "  --no_reference      skip checking convgen against the C++ reference (peers are still\n"
     "                      checked against convgen)\n"
@@ -242,13 +248,14 @@ std::string g_target;  // convgen's target, canonical
 struct Timing {
     double median = 0;
     int runs = 0;
-    double cores = 0;   // process CPU time / wall time over the timed passes: the threads really used
-    double others = 0;  // CPUs busy with other processes during the timed passes (contention)
+    double cores = 0;   // process CPU time / wall time over this implementation's timed passes: the threads really used
+    double others = 0;  // CPUs busy with other processes while the layer was timed (contention)
     double canary = 0;  // one-thread FMA probe before and after (the lower) / the per-thread peak
-    int attempts = 1;   // how many times the entry was timed (see time_entry)
+    int attempts = 1;   // how many times the entry's layer was timed (see time_group)
 
     bool disturbed() const { return others > 0.15 || canary < 0.9; }
 };
+std::map<std::tuple<size_t, int, int>, Timing> g_timings;  // (layer, impl, threads), as g_results
 
 // Busy CPU seconds of the whole machine (all processes), from /proc/stat; -1 if unreadable.
 double system_busy_seconds() {
@@ -267,68 +274,106 @@ double process_cpu_seconds() {
 
 // A short one-thread FMA probe, as a fraction of the per-thread peak measured at the start. It
 // catches what /proc/stat cannot: a slower machine (a busy VM host, clock changes). One thread
-// only: a probe on all the entry's threads would also compete with the pools the implementation
+// only: a probe on all the entry's threads would also compete with the pools the implementations
 // just used, whose workers still spin (contention from other processes is measured by
 // system_busy_seconds). Best of 3 x 4 ms.
-double canary();
-
-// Warm-up (at least 2 passes and 10% of the budget), then timed passes until both `seconds` and
-// 5 passes are reached (at most 100000); the median of the per-pass wall times, with the machine
-// checks around them.
-template <typename F>
-Timing time_median(F &&fn, double seconds);
-
-// time_median; when another process or a slower machine disturbed it, wait a second and time
-// again, at most 3 times in all, keeping the first undisturbed timing (else the least disturbed).
-template <typename F>
-Timing time_entry(F &&fn, double seconds) {
-    Timing best = time_median(fn, seconds);
-    int attempts = 1;
-    while (best.disturbed() && attempts < 3) {
-        std::this_thread::sleep_for(std::chrono::seconds(1));
-        Timing t = time_median(fn, seconds);
-        ++attempts;
-        if (!t.disturbed() || t.canary - t.others > best.canary - best.others) best = t;
-    }
-    best.attempts = attempts;
-    return best;
-}
-
 double canary() {
     const auto &first = *g_machine.begin();
     const double peak = first.second.peak.gflops / first.first;
     return peak > 0 ? convgen_bench::measure_fma_peak(1, 0.004, 3).gflops / peak : 1.0;
 }
 
-template <typename F>
-Timing time_median(F &&fn, double seconds) {
-    const double canary_before = canary();
-    auto t0 = Clock::now();
-    for (int w = 0; w < 2 || std::chrono::duration<double>(Clock::now() - t0).count() < 0.1 * seconds; ++w) fn();
-    std::vector<double> samples;
-    double total = 0;
-    const double cpu0 = process_cpu_seconds();
-    const double busy0 = system_busy_seconds();
-    const auto wall0 = Clock::now();
-    while ((samples.size() < 5 || total < seconds) && samples.size() < 100000) {
-        const auto a = Clock::now();
-        fn();
-        const double dt = std::chrono::duration<double>(Clock::now() - a).count();
-        samples.push_back(dt);
-        total += dt;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Waits (at most 0.5 s) until no other thread of this process is running: the worker threads of
+// the implementation timed before (OpenMP's for oneDNN, pthreadpool's for XNNPACK, convgen's pool)
+// spin for a while after their last parallel loop, and on a 2-CPU machine a spinning worker of one
+// pool takes a CPU from the next implementation's workers. Measured with the process's CPU time
+// while this thread sleeps: oneDNN's default OpenMP workers left convgen's 2-thread depthwise layer
+// at 0.12-0.15 ms in place of 0.07 when it ran right after oneDNN.
+void wait_for_idle_workers() {
+    const auto t0 = Clock::now();
+    while (seconds_since(t0) < 0.5) {
+        const double c0 = process_cpu_seconds();
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        if (process_cpu_seconds() - c0 < 0.0002) return;
     }
-    const double wall = std::chrono::duration<double>(Clock::now() - wall0).count();
-    const double cpu = process_cpu_seconds() - cpu0;
+}
+
+// Rounds in which a layer's implementations take turns (see time_interleaved).
+constexpr int kRounds = 5;
+
+// The implementations of one layer at one thread count, timed in turn: kRounds rounds, each giving
+// every implementation a warm-up (2 passes and 10% of its slice) and then `seconds` / kRounds of
+// timed passes (at least one), the order rotated from round to round. A slow stretch of the shared
+// machine then falls on all of them alike: timed one after the other for 0.5 s each, the same
+// 2-thread convgen kernel read 0.066 ms in one run and 0.125 ms in the next while oneDNN's stayed
+// at 0.065-0.077 ms, 0.55x-0.97x for the same code. Each Timing has the median of its passes and
+// its own cores; `others` and `canary` are the group's (the machine around all of them).
+std::vector<Timing> time_interleaved(const std::vector<std::function<void()>> &fns, double seconds) {
+    const size_t n = fns.size();
+    const double slice = seconds / kRounds;
+    std::vector<std::vector<double>> samples(n);
+    std::vector<double> cpu(n, 0.0), wall(n, 0.0);
+    const double canary_before = canary();
+    const double cpu0 = process_cpu_seconds(), busy0 = system_busy_seconds();
+    const auto wall0 = Clock::now();
+    for (int round = 0; round < kRounds; ++round) {
+        for (size_t k = 0; k < n; ++k) {
+            const size_t i = (k + size_t(round)) % n;
+            wait_for_idle_workers();
+            const auto warm0 = Clock::now();
+            for (int w = 0; w < 2 || seconds_since(warm0) < 0.1 * slice; ++w) fns[i]();
+            const double c0 = process_cpu_seconds();
+            const auto s0 = Clock::now();
+            double total = 0;
+            for (size_t passes = 0; passes < 1 || (total < slice && passes < 100000 / kRounds); ++passes) {
+                const auto a = Clock::now();
+                fns[i]();
+                const double dt = seconds_since(a);
+                samples[i].push_back(dt);
+                total += dt;
+            }
+            wall[i] += seconds_since(s0);
+            cpu[i] += process_cpu_seconds() - c0;
+        }
+    }
+    const double group_wall = seconds_since(wall0);
+    const double group_cpu = process_cpu_seconds() - cpu0;
     const double busy = system_busy_seconds() - busy0;
-    std::sort(samples.begin(), samples.end());
-    const size_t m = samples.size();
-    Timing t;
-    t.cores = cpu / wall;
-    t.others = busy0 < 0 ? 0 : std::max(0.0, (busy - cpu) / wall);
-    t.canary = std::min(canary_before, canary());
-    t.median = m % 2 ? samples[m / 2] : 0.5 * (samples[m / 2 - 1] + samples[m / 2]);
-    t.runs = static_cast<int>(m);
-    return t;
+    const double others = busy0 < 0 ? 0 : std::max(0.0, (busy - group_cpu) / group_wall);
+    const double canary_after = canary();
+    std::vector<Timing> out(n);
+    for (size_t i = 0; i < n; ++i) {
+        std::vector<double> &v = samples[i];
+        std::sort(v.begin(), v.end());
+        const size_t m = v.size();
+        Timing &t = out[i];
+        t.median = m % 2 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
+        t.runs = static_cast<int>(m);
+        t.cores = cpu[i] / wall[i];
+        t.others = others;
+        t.canary = std::min(canary_before, canary_after);
+    }
+    return out;
+}
+
+// time_interleaved; when another process or a slower machine disturbed it, wait a second and time
+// the group again, at most 3 times in all, keeping the first undisturbed timing (else the least
+// disturbed).
+std::vector<Timing> time_group(const std::vector<std::function<void()>> &fns, double seconds) {
+    auto disturbed = [](const std::vector<Timing> &ts) { return ts.front().disturbed(); };
+    auto score = [](const std::vector<Timing> &ts) { return ts.front().canary - ts.front().others; };
+    std::vector<Timing> best = time_interleaved(fns, seconds);
+    int attempts = 1;
+    while (disturbed(best) && attempts < 3) {
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        std::vector<Timing> t = time_interleaved(fns, seconds);
+        ++attempts;
+        if (!disturbed(t) || score(t) > score(best)) best = std::move(t);
+    }
+    for (Timing &t : best) t.attempts = attempts;
+    return best;
 }
 
 void set_common_counters(benchmark::State &state, const LayerCase &lc, int threads, const Timing &t) {
@@ -345,101 +390,152 @@ void set_common_counters(benchmark::State &state, const LayerCase &lc, int threa
     state.counters["bytes"] = lc.bytes();
 }
 
-void bench_convgen(benchmark::State &state, size_t li, int threads) {
+// convgen's kernel for `threads`, checked (against the C++ reference once per layer, and against
+// the first thread count's kernel when it differs), and its timed pass.
+std::function<void()> prepare_convgen(LayerCase &lc, int threads, Result &r, Tensor &out) {
+    lc.first_kernel();
+    if (g_opt.reference && !lc.ref_checked) {
+        lc.ref_checked = true;
+        const Tensor ref = convgen::reference_forward(lc.spec, lc.raw, lc.input);
+        lc.ref_ok = convgen::within_tolerance(ref, lc.output(), &lc.ref_err, &lc.ref_tol);
+        if (!lc.ref_ok) {
+            g_check_failed = true;
+            std::fprintf(stderr, "\n*** CHECK FAILED: convgen %s differs from the C++ reference: max|err| %.3g > %.3g\n\n",
+                         lc.name.c_str(), lc.ref_err, lc.ref_tol);
+        }
+    }
+    convgen::set_num_threads(threads);
+    const LayerCase::ThreadKernel &tk = lc.kernel_for(threads);
+    out = Tensor(lc.spec.output_shape());
+    if (tk.kernel != lc.first_kernel().kernel) {
+        double err = 0, tol = 0;
+        tk.kernel->run(lc.input, tk.packed, out);
+        if (!convgen::within_tolerance(lc.output(), out, &err, &tol)) {
+            lc.ref_ok = false;
+            g_check_failed = true;
+            std::fprintf(stderr, "\n*** CHECK FAILED: convgen %s at %d threads (%s) differs from its 1st kernel: max|err| %.3g > %.3g\n\n",
+                         lc.name.c_str(), threads, tk.kernel->info().schedule.c_str(), err, tol);
+        }
+    }
+    r.describe = tk.kernel->info().schedule;
+    r.check_ok = lc.ref_ok;
+    r.max_err = lc.ref_err;
+    r.tol = lc.ref_tol;
+    const LayerCase *layer = &lc;
+    return [layer, &tk, &out] { tk.kernel->run(layer->input, tk.packed, out); };
+}
+
+// A peer's layer, built (weights reordered, input converted: untimed) and checked against
+// convgen's output; its timed pass.
+std::function<void()> prepare_peer(LayerCase &lc, Impl impl, int threads, Result &r,
+                                   std::unique_ptr<convgen_bench::Baseline> &b) {
+    const Tensor &expected = lc.output();
+    if (impl == kOneDnn) {
+        const int got = convgen_bench::onednn_set_num_threads(threads);
+        if (got != threads) throw std::runtime_error("OpenMP gives " + std::to_string(got) + " threads");
+        b = convgen_bench::make_onednn_baseline(lc.spec, lc.weights, lc.input);
+    } else {
+        b = convgen_bench::make_xnnpack_baseline(lc.spec, lc.weights, lc.input, threads);
+    }
+    b->run();
+    r.check_ok = convgen::within_tolerance(expected, b->output(), &r.max_err, &r.tol);
+    r.fused = b->activation_fused();
+    r.describe = b->describe();
+    if (!r.check_ok) {
+        g_check_failed = true;
+        std::fprintf(stderr,
+                     "\n*** CHECK FAILED: %s disagrees with convgen on %s (threads=%d): max|err| %.3g > "
+                     "tolerance %.3g\n    %s ran: %s\n\n",
+                     kImplName[impl], lc.name.c_str(), threads, r.max_err, r.tol, kImplName[impl], r.describe.c_str());
+    }
+    convgen_bench::Baseline *peer = b.get();
+    return [peer] { peer->run(); };
+}
+
+// Times every implementation of layer `li` at `threads` together (time_group), the first time
+// one of its entries runs; the entries then report their share. An implementation that cannot be
+// prepared is n/a (the peer does not support the layer) or an error, and the others are timed
+// without it.
+void time_layer(size_t li, int threads) {
+    static std::set<std::pair<size_t, int>> timed;
+    if (!timed.insert({li, threads}).second) return;
     LayerCase &lc = g_layers[li];
-    Result &r = g_results[{li, kConvgen, threads}];
-    Timing t;
+    std::vector<Impl> impls;
+    std::vector<std::function<void()>> fns;
+    std::vector<std::unique_ptr<convgen_bench::Baseline>> peers;
+    Tensor convgen_out;
+    for (Impl impl : {kConvgen, kOneDnn, kXnnpack}) {
+        if ((impl == kOneDnn && !g_opt.onednn) || (impl == kXnnpack && !g_opt.xnnpack)) continue;
+        Result &r = g_results[{li, impl, threads}];
+        try {
+            if (impl == kConvgen) {
+                fns.push_back(prepare_convgen(lc, threads, r, convgen_out));
+            } else {
+                peers.emplace_back();
+                fns.push_back(prepare_peer(lc, impl, threads, r, peers.back()));
+            }
+            impls.push_back(impl);
+        } catch (const convgen_bench::Unsupported &e) {
+            r.na = true;
+            r.message = e.what();
+        } catch (const std::exception &e) {
+            r.error = true;
+            r.message = e.what();
+        }
+    }
+    if (fns.empty()) return;
+    std::vector<Timing> timings;
     try {
-        lc.first_kernel();
-        if (g_opt.reference && !lc.ref_checked) {
-            lc.ref_checked = true;
-            const Tensor ref = convgen::reference_forward(lc.spec, lc.raw, lc.input);
-            lc.ref_ok = convgen::within_tolerance(ref, lc.output(), &lc.ref_err, &lc.ref_tol);
-            if (!lc.ref_ok) {
-                g_check_failed = true;
-                std::fprintf(stderr,
-                             "\n*** CHECK FAILED: convgen %s differs from the C++ reference: max|err| %.3g > %.3g\n\n",
-                             lc.name.c_str(), lc.ref_err, lc.ref_tol);
-            }
-        }
-        convgen::set_num_threads(threads);
-        const LayerCase::ThreadKernel &tk = lc.kernel_for(threads);
-        Tensor out(lc.spec.output_shape());
-        if (tk.kernel != lc.first_kernel().kernel) {
-            double err = 0, tol = 0;
-            tk.kernel->run(lc.input, tk.packed, out);
-            if (!convgen::within_tolerance(lc.output(), out, &err, &tol)) {
-                lc.ref_ok = false;
-                g_check_failed = true;
-                std::fprintf(stderr, "\n*** CHECK FAILED: convgen %s at %d threads (%s) differs from its 1st kernel: max|err| %.3g > %.3g\n\n",
-                             lc.name.c_str(), threads, tk.kernel->info().schedule.c_str(), err, tol);
-            }
-        }
-        t = time_entry([&] { tk.kernel->run(lc.input, tk.packed, out); }, g_opt.seconds);
-        r.describe = tk.kernel->info().schedule;
-        state.counters["compile_s"] = tk.compile_s;
+        timings = time_group(fns, g_opt.seconds);
     } catch (const std::exception &e) {
-        r.error = true;
-        r.message = e.what();
+        for (Impl impl : impls) {
+            Result &r = g_results[{li, impl, threads}];
+            r.error = true;
+            r.message = std::string("while timed: ") + e.what();
+        }
+        return;
+    }
+    for (size_t k = 0; k < impls.size(); ++k) {
+        Result &r = g_results[{li, impls[k], threads}];
+        const Timing &t = timings[k];
+        r.ran = true;
+        r.median_s = t.median;
+        r.runs = t.runs;
+        r.cores = t.cores;
+        r.others = t.others;
+        r.canary = t.canary;
+        g_timings[{li, impls[k], threads}] = t;
+    }
+}
+
+void bench_convgen(benchmark::State &state, size_t li, int threads) {
+    time_layer(li, threads);
+    LayerCase &lc = g_layers[li];
+    const Result &r = g_results[{li, kConvgen, threads}];
+    if (!r.ran) {
         state.SkipWithError(r.message.c_str());
         return;
     }
+    const Timing &t = g_timings[{li, kConvgen, threads}];
     for (auto _ : state) state.SetIterationTime(t.median);
     set_common_counters(state, lc, threads, t);
+    state.counters["compile_s"] = lc.kernel_for(threads).compile_s;
     if (lc.ref_checked) {
         state.counters["ref_ok"] = lc.ref_ok;
         state.counters["ref_max_err"] = lc.ref_err;
     }
-    r.ran = true;
-    r.median_s = t.median;
-    r.runs = t.runs;
-    r.cores = t.cores;
-    r.others = t.others;
-    r.canary = t.canary;
-    r.check_ok = lc.ref_ok;
-    r.max_err = lc.ref_err;
-    r.tol = lc.ref_tol;
     state.SetLabel(lc.ref_ok ? r.describe : "MISMATCH vs reference; " + r.describe);
 }
 
 void bench_peer(benchmark::State &state, size_t li, Impl impl, int threads) {
+    time_layer(li, threads);
     LayerCase &lc = g_layers[li];
-    Result &r = g_results[{li, impl, threads}];
-    Timing t;
-    std::unique_ptr<convgen_bench::Baseline> b;
-    try {
-        const Tensor &expected = lc.output();
-        if (impl == kOneDnn) {
-            const int got = convgen_bench::onednn_set_num_threads(threads);
-            if (got != threads) throw std::runtime_error("OpenMP gives " + std::to_string(got) + " threads");
-            b = convgen_bench::make_onednn_baseline(lc.spec, lc.weights, lc.input);
-        } else {
-            b = convgen_bench::make_xnnpack_baseline(lc.spec, lc.weights, lc.input, threads);
-        }
-        b->run();
-        r.check_ok = convgen::within_tolerance(expected, b->output(), &r.max_err, &r.tol);
-        r.fused = b->activation_fused();
-        r.describe = b->describe();
-        if (!r.check_ok) {
-            g_check_failed = true;
-            std::fprintf(stderr,
-                         "\n*** CHECK FAILED: %s disagrees with convgen on %s (threads=%d): max|err| %.3g > "
-                         "tolerance %.3g\n    %s ran: %s\n\n",
-                         kImplName[impl], lc.name.c_str(), threads, r.max_err, r.tol, kImplName[impl],
-                         r.describe.c_str());
-        }
-        t = time_entry([&] { b->run(); }, g_opt.seconds);
-    } catch (const convgen_bench::Unsupported &e) {
-        r.na = true;
-        r.message = e.what();
-        state.SkipWithError(r.message.c_str());
-        return;
-    } catch (const std::exception &e) {
-        r.error = true;
-        r.message = e.what();
+    const Result &r = g_results[{li, impl, threads}];
+    if (!r.ran) {
         state.SkipWithError(r.message.c_str());
         return;
     }
+    const Timing &t = g_timings[{li, impl, threads}];
     for (auto _ : state) state.SetIterationTime(t.median);
     set_common_counters(state, lc, threads, t);
     state.counters["check_ok"] = r.check_ok;
@@ -449,12 +545,6 @@ void bench_peer(benchmark::State &state, size_t li, Impl impl, int threads) {
     if (cg != g_results.end() && cg->second.ran) {
         state.counters["convgen_speedup"] = t.median / cg->second.median_s;
     }
-    r.ran = true;
-    r.median_s = t.median;
-    r.runs = t.runs;
-    r.cores = t.cores;
-    r.others = t.others;
-    r.canary = t.canary;
     std::string label = r.describe;
     if (!r.fused) label = "UNFUSED activation: " + label;
     if (!r.check_ok) label = "MISMATCH vs convgen; " + label;
