@@ -138,23 +138,6 @@ void stage_input(LayerAlgorithm &a, const ScheduleParams &p, const Var &task) {
         } else if (row >= lanes) {
             a.staged.vectorize(a.xq, lanes);
         }
-        if (s.s > 1 && s.w + 2 * s.p >= p.vector_width) {
-            // A strided read straight from the input through the zero-padding boundary condition
-            // vectorises as a clamped, masked gather (a third of mbv1_b4's time). Padding each
-            // channel's rows densely first makes the strided read a plain load from a buffer.
-            // A dwconv's depthwise does not read `padded` with strided loads as strided convs do
-            // (reads_padded_rows_strided): that measured 1.03-1.07x on mbv1_b2 and mbv1_b4 but
-            // faulted with one-row tasks whose depthwise is per task and streamed, where Halide 14
-            // emits an aligned 512-bit load at a 32-byte offset (a 16-wide tile shifted in to x =
-            // 12 of a 28-wide row; again 2026-12-07 with the rows aligned); KernelScheduleVariants
-            // has those schedules. Taking it only where every depthwise tile starts at a multiple
-            // of the lanes (mbv1_b2's 56-wide rows at 8 lanes: 1.06-1.07x) still faulted: 7 of 363
-            // candidates of a mbv1_b2 tuning run (per task and streamed, 8 lanes; aligned 256-bit
-            // loads at 6 floats past an aligned heap row). Without align_bounds on those rows
-            // none faulted (421 tuning candidates, the 7 with dw_rows 1-8), but nothing shows why.
-            a.padded.compute_at(a.staged, a.c);
-            vectorize_padded_rows(s, a.padded, a.x, p);
-        }
     } else {
         // A task that is one block of a grouped conv's channel tiles stages only its groups'
         // input channels, as few as c1/g: a vector wider than that would read past the last
@@ -423,11 +406,24 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     }
     stage_input(a, p, t);
 
+    const bool reads_padded = reads_padded_rows_strided(s, p);
+    Func rows_read = reads_padded ? a.padded : a.staged;
     if (stream_applies(s, p) && p.stream_input) {
-        if (p.depthwise_per_task) {
-            a.staged.compute_at(a.depthwise, a.c);
+        if (p.depthwise_per_task && reads_padded) {
+            // Each channel's padded rows stored in a two-channel ring, not a buffer of one
+            // channel: Halide 14 miscompiles a stride-2 load from an internal buffer whose index
+            // is an exact constant with an odd value (CodeGen_LLVM, Load with stride 2 to 4: the
+            // base is moved down to even and its alignment remainder becomes mod_imp(r - 1, 0),
+            // which is 0, so the load is emitted aligned). One channel's rows of a one-row task
+            // have constant indices, and the kernel faulted on an aligned 256-bit load 6 floats
+            // past an aligned row (6 of 837 mbv1_b2 / mbv1_b4 tuning candidates: along channels,
+            // channel blocks, one or two rows a task). The ring's channel index keeps every index
+            // a variable (0 of 969 candidates faulted), at the cost of one more channel's rows.
+            rows_read.store_at(a.output, t).compute_at(a.depthwise, a.c).fold_storage(a.c, 2);
+        } else if (p.depthwise_per_task) {
+            rows_read.compute_at(a.depthwise, a.c);
         } else {
-            a.staged.store_at(a.output, t).compute_at(a.output, row_tile);  // sliding window
+            rows_read.store_at(a.output, t).compute_at(a.output, row_tile);  // sliding window
         }
     }
     // Per row tile (yi: tile_y rows in NCHW along x, one row otherwise) or per task.
@@ -436,7 +432,7 @@ void schedule_dwconv(LayerAlgorithm &a, const ScheduleParams &p) {
     if (round_up_rows) {
         // The pointwise accumulator reads whole vector rows of the depthwise result.
         a.depthwise.bound(a.x, 0, p.vector_width);
-        bound_staged_to_vector_rows(a, p);
+        if (!reads_padded) bound_staged_to_vector_rows(a, p);
     }
     if (s.layout == Layout::NCHW) {
         // Depthwise tile: up to 4 vectors of one row (of depthwise_rows rows), all k*k taps

@@ -161,7 +161,7 @@ bool stream_applies(const LayerSpec &spec, const ScheduleParams &params) {
 }
 
 bool reads_padded_rows_strided(const LayerSpec &spec, const ScheduleParams &params) {
-    return spec.kind == LayerKind::Conv && spec.layout == Layout::NCHW && spec.s > 1 && spec.w + 2 * spec.p >= params.vector_width;
+    return spec.layout == Layout::NCHW && spec.s > 1 && spec.w + 2 * spec.p >= params.vector_width;
 }
 
 int channel_blocks_of(const LayerSpec &spec, const ScheduleParams &params) {

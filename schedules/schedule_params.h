@@ -152,11 +152,15 @@ bool transpose_store_applies(const LayerSpec &spec, const ScheduleParams &params
 // Whether stream_input changes the schedule (see ScheduleParams::stream_input).
 bool stream_applies(const LayerSpec &spec, const ScheduleParams &params);
 
-// Strided NCHW convs (rows at least a vector wide): the reduction reads the zero-padded input rows
-// (`padded`, computed per task, or per row tile with stream_input) with strided loads, not a
-// stride-phase split (`staged`): splitting the phases into a buffer first was a second pass over
-// the input, 14% of resnext_g32_s2's samples; without it, same tuned schedules, interleaved, 5
-// rounds: resnext_g32_s2 1.037x / 1.045x, yolo_g4_s2 1.016x / 1.038x at 1 / 2 threads.
+// Strided NCHW layers (rows at least a vector wide): the conv's reduction, or the dwconv's
+// depthwise stage, reads the zero-padded input rows (`padded`, computed per task, or per row tile
+// or per channel with stream_input) with strided loads, not a stride-phase split (`staged`):
+// splitting the phases into a buffer first was a second pass over the input, 14% of
+// resnext_g32_s2's samples; without it, same tuned schedules, interleaved, 5 rounds:
+// resnext_g32_s2 1.037x / 1.045x, yolo_g4_s2 1.016x / 1.038x at 1 / 2 threads; the dwconvs'
+// records, 5-7 rounds, Zen 4: mbv1_b2 1.04x / 1.11x, mbv1_b4 1.04x / 1.23x, their heuristic
+// schedules 1.05x and 1.04x at 1 thread. See schedule_dwconv for the Halide 14 bug that its
+// per-channel rows work around.
 bool reads_padded_rows_strided(const LayerSpec &spec, const ScheduleParams &params);
 
 // Parallel tasks per row block of one image: channel_blocks (at most the output channel tiles)

@@ -159,6 +159,32 @@ std::vector<ScheduleCase> transpose_cases() {
     return cases;
 }
 
+// Strided NCHW dwconvs whose depthwise stage reads the zero-padded rows with strided loads, per
+// task and streamed per channel (the two-channel ring of schedule_dwconv), along channels with
+// channel blocks and along x, flat rows, one or two rows a task. The first three faulted without
+// the ring (Halide 14's aligned load of an odd constant index); the others cover the same path.
+std::vector<ScheduleCase> strided_depthwise_cases() {
+    const std::pair<const char *, const char *> cases[] = {
+        {"dwconv c1=16 c2=32 h=28 w=28 k=3 s=2 act=relu",
+         "vec=8 tile_vectors=3 tile_rows=2 parallel_rows=1 channels=1 channel_tasks=0 dw_per_task=1 channel_blocks=4 stream=1"},
+        {"dwconv c1=8 c2=32 h=56 w=56 k=3 s=2",
+         "vec=8 tile_vectors=3 tile_rows=2 parallel_rows=1 channels=1 channel_tasks=0 dw_per_task=1 channel_blocks=4 stream=1"},
+        {"dwconv c1=8 c2=16 h=30 w=30 k=3 s=2 act=silu",
+         "vec=8 tile_vectors=2 tile_rows=4 parallel_rows=2 channels=1 channel_tasks=0 dw_per_task=1 channel_blocks=2 stream=1 dw_rows=2"},
+        {"dwconv c1=16 c2=32 h=28 w=28 k=3 s=2 act=relu",
+         "vec=16 tile_vectors=2 tile_rows=5 parallel_rows=1 channels=1 channel_tasks=0 dw_per_task=1 channel_blocks=2 stream=1"},
+        {"dwconv c1=6 c2=10 h=29 w=29 k=5 s=2",
+         "vec=8 tile_vectors=2 tile_rows=4 parallel_rows=1 channels=0 channel_tasks=0 dw_per_task=1 stream=1"},
+        {"dwconv n=2 c1=6 c2=20 h=28 w=28 k=3 s=2",
+         "vec=16 tile_vectors=1 tile_rows=4 parallel_rows=2 channels=0 channel_tasks=0 dw_per_task=1 tile_y=2 flat=1 stream=1"},
+        {"dwconv c1=8 c2=24 h=14 w=30 k=3 s=2 act=relu6",
+         "vec=8 tile_vectors=2 tile_rows=3 parallel_rows=3 channels=0 channel_tasks=0 dw_per_task=0 stream=1"},
+    };
+    std::vector<ScheduleCase> out;
+    for (const auto &c : cases) out.push_back({c.first, ScheduleParams::parse(c.second)});
+    return out;
+}
+
 std::vector<ScheduleCase> schedule_cases() {
     const char *specs[] = {
         "conv c1=6 c2=10 h=9 w=29 k=3 g=2",
@@ -428,6 +454,7 @@ std::vector<ScheduleCase> schedule_cases() {
             cases.push_back({s, p});
         }
     for (const ScheduleCase &c : transpose_cases()) cases.push_back(c);
+    for (const ScheduleCase &c : strided_depthwise_cases()) cases.push_back(c);
     return cases;
 }
 
@@ -449,6 +476,21 @@ TEST(KernelScheduleVariantsCases, TransposeCasesRunTheTransposedStore) {
     EXPECT_EQ(cases.size(), 13u);
     for (const ScheduleCase &c : cases) {
         EXPECT_TRUE(output_transpose_for(parse_layer_spec(c.spec), c.params).on()) << c.spec << " | " << c.params.to_string();
+    }
+}
+
+// The strided depthwise cases above really read the padded rows strided, per task and streamed
+// (all but the last), as the tuned records of mbv1_b2 and mbv1_b4 do.
+TEST(KernelScheduleVariantsCases, StridedDepthwiseCasesReadThePaddedRowsStrided) {
+    const std::vector<ScheduleCase> cases = strided_depthwise_cases();
+    ASSERT_EQ(cases.size(), 7u);
+    for (size_t i = 0; i < cases.size(); ++i) {
+        const LayerSpec spec = parse_layer_spec(cases[i].spec);
+        const ScheduleParams p = adapt_to_spec(cases[i].params, spec);
+        EXPECT_EQ(p.to_string(), cases[i].params.to_string()) << cases[i].spec;
+        EXPECT_TRUE(reads_padded_rows_strided(spec, p)) << cases[i].spec << " | " << p.to_string();
+        EXPECT_EQ(p.depthwise_per_task == 1 && stream_applies(spec, p) && p.stream_input == 1, i + 1 < cases.size())
+            << cases[i].spec << " | " << p.to_string();
     }
 }
 
