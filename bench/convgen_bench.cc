@@ -215,14 +215,20 @@ struct LayerCase {
     }
 };
 
+struct Timing {
+    double median = 0;
+    int runs = 0;
+    double cores = 0;   // process CPU time / wall time over this implementation's timed passes: the threads really used
+    double others = 0;  // CPUs busy with other processes while the layer was timed (contention)
+    double canary = 0;  // one-thread FMA probe before and after (the lower) / the per-thread peak
+    int attempts = 1;   // how many times the entry's layer was timed (see time_group)
+
+    bool disturbed() const { return others > 0.15 || canary < 0.9; }
+};
 struct Result {
     bool ran = false, na = false, error = false;
     std::string message;  // n/a reason or error
-    double median_s = 0;
-    int runs = 0;
-    double cores = 0;   // CPU time / wall time of the process during the timed passes
-    double others = 0;  // CPUs used by other processes meanwhile
-    double canary = 1;  // FMA probe around the timed passes / the run's peak
+    Timing timing;        // set when ran
     bool check_ok = true;
     double max_err = 0, tol = 0;
     bool fused = true;
@@ -245,17 +251,6 @@ bool g_check_failed = false;
 int g_cpus = 1;
 std::string g_target;  // convgen's target, canonical
 
-struct Timing {
-    double median = 0;
-    int runs = 0;
-    double cores = 0;   // process CPU time / wall time over this implementation's timed passes: the threads really used
-    double others = 0;  // CPUs busy with other processes while the layer was timed (contention)
-    double canary = 0;  // one-thread FMA probe before and after (the lower) / the per-thread peak
-    int attempts = 1;   // how many times the entry's layer was timed (see time_group)
-
-    bool disturbed() const { return others > 0.15 || canary < 0.9; }
-};
-std::map<std::tuple<size_t, int, int>, Timing> g_timings;  // (layer, impl, threads), as g_results
 
 // Busy CPU seconds of the whole machine (all processes), from /proc/stat; -1 if unreadable.
 double system_busy_seconds() {
@@ -497,14 +492,8 @@ void time_layer(size_t li, int threads) {
     }
     for (size_t k = 0; k < impls.size(); ++k) {
         Result &r = g_results[{li, impls[k], threads}];
-        const Timing &t = timings[k];
         r.ran = true;
-        r.median_s = t.median;
-        r.runs = t.runs;
-        r.cores = t.cores;
-        r.others = t.others;
-        r.canary = t.canary;
-        g_timings[{li, impls[k], threads}] = t;
+        r.timing = timings[k];
     }
 }
 
@@ -516,7 +505,7 @@ void bench_convgen(benchmark::State &state, size_t li, int threads) {
         state.SkipWithError(r.message.c_str());
         return;
     }
-    const Timing &t = g_timings[{li, kConvgen, threads}];
+    const Timing &t = r.timing;
     for (auto _ : state) state.SetIterationTime(t.median);
     set_common_counters(state, lc, threads, t);
     state.counters["compile_s"] = lc.kernel_for(threads).compile_s;
@@ -535,7 +524,7 @@ void bench_peer(benchmark::State &state, size_t li, Impl impl, int threads) {
         state.SkipWithError(r.message.c_str());
         return;
     }
-    const Timing &t = g_timings[{li, impl, threads}];
+    const Timing &t = r.timing;
     for (auto _ : state) state.SetIterationTime(t.median);
     set_common_counters(state, lc, threads, t);
     state.counters["check_ok"] = r.check_ok;
@@ -543,7 +532,7 @@ void bench_peer(benchmark::State &state, size_t li, Impl impl, int threads) {
     state.counters["act_fused"] = r.fused;
     auto cg = g_results.find({li, kConvgen, threads});
     if (cg != g_results.end() && cg->second.ran) {
-        state.counters["convgen_speedup"] = t.median / cg->second.median_s;
+        state.counters["convgen_speedup"] = t.median / cg->second.timing.median;
     }
     std::string label = r.describe;
     if (!r.fused) label = "UNFUSED activation: " + label;
@@ -600,24 +589,24 @@ void print_table(FILE *out) {
             const Result *cg = find(li, kConvgen, threads);
             const bool cg_ok = cg && cg->ran;
             const double peak = m.peak.gflops;
-            auto gflops = [&](const Result *r) { return lc.spec.flops() / r->median_s * 1e-9; };
+            auto gflops = [&](const Result *r) { return lc.spec.flops() / r->timing.median * 1e-9; };
             std::string check;
             std::fprintf(out, "%-*s %8.1f |", int(width), lc.name.c_str(), lc.spec.flops() * 1e-6);
             // More CPU time than the thread count allows means the thread setting did not apply.
             // CPUs busy with other processes while timing: that entry's time is not to be trusted.
             auto overused = [&](const Result *r, const char *who) {
-                if (r->cores > threads + 0.25) check += std::string(" ") + who + " used " + fmt("%.1f", r->cores) + " cores!";
-                if (r->others > 0.15) {
-                    check += std::string(" ") + who + " contended(" + fmt("%.1f", r->others) + " CPU)";
+                if (r->timing.cores > threads + 0.25) check += std::string(" ") + who + " used " + fmt("%.1f", r->timing.cores) + " cores!";
+                if (r->timing.others > 0.15) {
+                    check += std::string(" ") + who + " contended(" + fmt("%.1f", r->timing.others) + " CPU)";
                     contended_entries = true;
                 }
-                if (r->canary < 0.9) {
-                    check += std::string(" ") + who + " slow-machine(" + fmt("%.0f", 100 * r->canary) + "%)";
+                if (r->timing.canary < 0.9) {
+                    check += std::string(" ") + who + " slow-machine(" + fmt("%.0f", 100 * r->timing.canary) + "%)";
                     contended_entries = true;
                 }
             };
             if (cg_ok) {
-                std::fprintf(out, " %9.3f %7.1f %5.1f%%", cg->median_s * 1e3, gflops(cg), 100 * gflops(cg) / peak);
+                std::fprintf(out, " %9.3f %7.1f %5.1f%%", cg->timing.median * 1e3, gflops(cg), 100 * gflops(cg) / peak);
                 if (!cg->check_ok) check += " convgen!=ref";
                 overused(cg, "convgen");
             } else {
@@ -628,12 +617,12 @@ void print_table(FILE *out) {
                 if (!peers[impl]) continue;
                 const Result *r = find(li, impl, threads);
                 if (r && r->ran) {
-                    std::string time = fmt("%.3f", r->median_s * 1e3) + (r->fused ? "" : "*");
+                    std::string time = fmt("%.3f", r->timing.median * 1e3) + (r->fused ? "" : "*");
                     unfused_seen |= !r->fused;
-                    std::string ratio = cg_ok ? fmt("%.2fx", r->median_s / cg->median_s) : "-";
+                    std::string ratio = cg_ok ? fmt("%.2fx", r->timing.median / cg->timing.median) : "-";
                     std::fprintf(out, " | %9s %5.1f%% %8s", time.c_str(), 100 * gflops(r) / peak, ratio.c_str());
                     if (cg_ok) {
-                        log_sum[impl] += std::log(r->median_s / cg->median_s);
+                        log_sum[impl] += std::log(r->timing.median / cg->timing.median);
                         ++count[impl];
                     }
                     if (!r->check_ok) {
@@ -648,7 +637,7 @@ void print_table(FILE *out) {
             if (scaling) {
                 const Result *base = find(li, kConvgen, g_opt.threads.front());
                 if (cg_ok && base && base->ran) {
-                    std::fprintf(out, " | %6.2fx", base->median_s / cg->median_s);
+                    std::fprintf(out, " | %6.2fx", base->timing.median / cg->timing.median);
                 } else {
                     std::fprintf(out, " | %7s", "-");
                 }
