@@ -197,7 +197,15 @@ LayerAlgorithm define_algorithm(const LayerSpec &spec, WeightLayout weight_layou
         a.bias = inputs.bias.defined() ? inputs.bias : ImageParam(Float(32), 1, "bias");
         constrain_dense(a.bias, {spec.c2});
 
-        Expr in_c = (c / cog) * cig + a.r.z;
+        // The group's first input channel. Where the weights come in blocks of output channels that
+        // never straddle two groups, the group is taken from the block's first channel: the same
+        // value, but one a register tile cut at block boundaries (its channels unrolled) can see is
+        // shared by all of its channels, so their input rows are one load instead of one each.
+        Expr group = c / cog;
+        if (weight_layout.order == WeightLayout::Order::OutputBlocked && cog % weight_layout.block == 0) {
+            group = ((c / weight_layout.block) * weight_layout.block) / cog;
+        }
+        Expr in_c = group * cig + a.r.z;
         a.def(a.conv) = a.bias(c);
         a.def(a.conv) += w * window(in_c, a.r.x, a.r.y);
         define_output(a, a.conv);

@@ -320,7 +320,9 @@ void schedule_conv(LayerAlgorithm &a, const ScheduleParams &p) {
     } else if (p.flat_rows && flat_rows_supported(s)) {
         Var yt("yt");
         tile_flat_rows(a, p, a.conv, {rx, ry, rc}, t, yt);
-        stage_input(a, p, t);
+        // In place, `staged` and `padded` are inlined: every run lies inside the image, and the
+        // zero-padding select of `padded` folds away (plain vector loads, as from the copy).
+        if (!flat_reads_input_in_place(s, p)) stage_input(a, p, t);
     } else {
         // NCHW: vectorise along output x; the tile's output channels share each input vector load.
         const VectorTile tx = vector_tile(s.out_w(), p.vector_width, p.tile_vectors);

@@ -126,6 +126,12 @@ bool flat_rows_supported(const LayerSpec &spec) {
     return spec.kind == LayerKind::DepthwisePointwise || (spec.k == 1 && spec.s == 1 && spec.p == 0);
 }
 
+bool flat_reads_input_in_place(const LayerSpec &spec, const ScheduleParams &params) {
+    if (spec.kind != LayerKind::Conv || !flat_rows_supported(spec) || along_channels(spec, params) || !params.flat_rows) return false;
+    const int rows = task_rows(params, spec), ty = tile_y_for(params, rows);
+    return spec.out_h() % rows == 0 && rows % ty == 0 && (ty * spec.out_w()) % (params.vector_width * std::max(1, params.tile_vectors)) == 0;
+}
+
 bool channel_blocks_apply(const LayerSpec &spec, const ScheduleParams &params) {
     const bool flat_along_x = spec.layout == Layout::NCHW && !params.vectorize_channels && params.flat_rows;
     if (spec.kind == LayerKind::Conv) return along_channels(spec, params);
@@ -363,7 +369,9 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
         // 0.64-0.89x even where the model scored flat higher.
         // Not for grouped convs: flat shufflenet_g3 (240 channels in 3 groups, 28x28; 4-row runs of
         // 7 vectors x 8 channels) gained 1.06x at 1 thread but lost 0.91x at 2 on a Zen 4 against
-        // the heuristic's rows along x (interleaved, 5 rounds); the tuner measures it instead.
+        // the heuristic's rows along x (interleaved, 5 rounds); read in place, one vector x 10
+        // channels: 1.10x and 0.95x (5 and 7 rounds: 7 tasks of 4 rows on 2 threads). The tuner
+        // measures it instead.
         const bool rows_waste_lanes = spec.out_w() % V != 0 && spec.out_w() > 2 * V;
         const Choice flat = flat_rows_supported(spec) && rows_waste_lanes && !grouped_conv ? best_flat_tile(spec, V, registers) : Choice{};
         if (!channels && flat.score > along_x.score + 1e-9) {

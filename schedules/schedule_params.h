@@ -118,6 +118,13 @@ bool channel_vectorization_supported(const LayerSpec &spec, int vector_width);
 // pointwise, or a 1x1 stride-1 unpadded conv, dense or grouped).
 bool flat_rows_supported(const LayerSpec &spec);
 
+// Flat rows of a 1x1 conv (stride 1, unpadded: its input rows are the operand rows) that read the
+// input where it is instead of staging a copy per task: the row tiles' runs are whole register
+// tiles and the tasks whole row tiles, so no tile reads past the image (a RoundUp run that did
+// read through the zero-padding select, and its loads became gathers: 10x slower). Staging was
+// 5% of shufflenet_g3's samples; its 1-thread record, interleaved against staging, Zen 4: 1.03x.
+bool flat_reads_input_in_place(const LayerSpec &spec, const ScheduleParams &params);
+
 // Whether channel_blocks splits the parallel tasks: convs along channels, and dwconv with
 // dw_per_task, along channels or along x without flat_rows (the channel tiles dw_per_task puts
 // outside a task's rows).

@@ -185,6 +185,23 @@ std::vector<ScheduleCase> strided_depthwise_cases() {
     return out;
 }
 
+// Flat rows of 1x1 convs (flat_rows): the input read in place where the row tiles' runs are whole
+// register tiles and the tasks whole row tiles (flat_reads_input_in_place), staged otherwise;
+// grouped ones with tiles of 2 to 5 of a group's channels (one input load for all of them).
+std::vector<ScheduleCase> flat_input_cases() {
+    const std::pair<const char *, const char *> cases[] = {
+        {"conv c1=24 c2=40 h=8 w=12 k=1 g=2 act=relu", "vec=16 tile_vectors=1 tile_rows=4 parallel_rows=4 tile_y=4 flat=1"},
+        {"conv c1=24 c2=40 h=8 w=12 k=1 g=2 act=relu", "vec=8 tile_vectors=3 tile_rows=5 parallel_rows=2 tile_y=2 flat=1"},
+        {"conv n=2 c1=10 c2=12 h=6 w=8 k=1 act=silu", "vec=16 tile_vectors=1 tile_rows=3 parallel_rows=6 tile_y=2 flat=1"},
+        {"conv c1=24 c2=40 h=8 w=12 k=1 g=2 act=relu", "vec=8 tile_vectors=2 tile_rows=5 parallel_rows=2 tile_y=2 flat=1"},
+        {"conv c1=24 c2=40 h=7 w=12 k=1 g=2", "vec=16 tile_vectors=1 tile_rows=4 parallel_rows=4 tile_y=4 flat=1"},
+        {"conv c1=9 c2=12 h=8 w=12 k=1 g=3 act=leaky", "vec=8 tile_vectors=1 tile_rows=2 parallel_rows=4 tile_y=3 flat=1"},
+    };
+    std::vector<ScheduleCase> out;
+    for (const auto &c : cases) out.push_back({c.first, ScheduleParams::parse(c.second)});
+    return out;
+}
+
 std::vector<ScheduleCase> schedule_cases() {
     const char *specs[] = {
         "conv c1=6 c2=10 h=9 w=29 k=3 g=2",
@@ -455,6 +472,7 @@ std::vector<ScheduleCase> schedule_cases() {
         }
     for (const ScheduleCase &c : transpose_cases()) cases.push_back(c);
     for (const ScheduleCase &c : strided_depthwise_cases()) cases.push_back(c);
+    for (const ScheduleCase &c : flat_input_cases()) cases.push_back(c);
     return cases;
 }
 
@@ -491,6 +509,20 @@ TEST(KernelScheduleVariantsCases, StridedDepthwiseCasesReadThePaddedRowsStrided)
         EXPECT_TRUE(reads_padded_rows_strided(spec, p)) << cases[i].spec << " | " << p.to_string();
         EXPECT_EQ(p.depthwise_per_task == 1 && stream_applies(spec, p) && p.stream_input == 1, i + 1 < cases.size())
             << cases[i].spec << " | " << p.to_string();
+    }
+}
+
+// The first three flat cases above read the input in place, the rest stage it: a run of 24
+// pixels in tiles of 16, a task of 7 rows in tiles of 4, a task of 4 rows in tiles of 3.
+TEST(KernelScheduleVariantsCases, FlatCasesReadTheInputInPlaceWhereTheTilesDivide) {
+    const std::vector<ScheduleCase> cases = flat_input_cases();
+    ASSERT_EQ(cases.size(), 6u);
+    for (size_t i = 0; i < cases.size(); ++i) {
+        const LayerSpec spec = parse_layer_spec(cases[i].spec);
+        const ScheduleParams p = adapt_to_spec(cases[i].params, spec);
+        EXPECT_EQ(p.to_string(), cases[i].params.to_string()) << cases[i].spec;
+        EXPECT_TRUE(flat_rows_supported(spec)) << cases[i].spec;
+        EXPECT_EQ(flat_reads_input_in_place(spec, p), i < 3) << cases[i].spec << " | " << p.to_string();
     }
 }
 
