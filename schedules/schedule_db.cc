@@ -366,8 +366,8 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
     return out;
 }
 
-ScheduleParams host_heuristic_schedule(const LayerSpec &spec, IsaFamily isa) {
-    return heuristic_schedule(spec, isa, isa == IsaFamily::AVX512 && host_cpu().splits_wide_fma);
+ScheduleParams host_heuristic_schedule(const LayerSpec &spec, IsaFamily isa, TemplateFamily family) {
+    return heuristic_schedule(spec, isa, isa == IsaFamily::AVX512 && host_cpu().splits_wide_fma, family);
 }
 
 std::string host_cpu_model() {

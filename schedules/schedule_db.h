@@ -91,7 +91,7 @@ ScheduleLookup lookup_schedule(const ScheduleDb *db, const std::string &db_path,
 std::string host_cpu_model();
 // The heuristic's parameters for code that runs on this host: heuristic_schedule, told whether
 // this CPU splits AVX-512 FMAs (HostCpu::splits_wide_fma) when `isa` is AVX-512.
-ScheduleParams host_heuristic_schedule(const LayerSpec &spec, IsaFamily isa);
+ScheduleParams host_heuristic_schedule(const LayerSpec &spec, IsaFamily isa, TemplateFamily family = TemplateFamily::Heuristic);
 // Whether two host_cpu_model strings name the same microarchitecture: equal, or the same
 // "(family F model M)" under another brand string, since hypervisors name one CPU differently
 // (one Zen 5 host here was "AMD EPYC" one day and "Oxide Virtual Turin-like Processor" later).

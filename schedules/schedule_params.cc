@@ -126,6 +126,8 @@ bool flat_rows_supported(const LayerSpec &spec) {
     return spec.kind == LayerKind::DepthwisePointwise || (spec.k == 1 && spec.s == 1 && spec.p == 0);
 }
 
+bool flat_tile_vectors_supported(int tile_vectors) { return tile_vectors == 1 || tile_vectors == 2 || tile_vectors == 4; }
+
 bool flat_reads_input_in_place(const LayerSpec &spec, const ScheduleParams &params) {
     if (spec.kind != LayerKind::Conv || !flat_rows_supported(spec) || along_channels(spec, params) || !params.flat_rows) return false;
     const int rows = task_rows(params, spec), ty = tile_y_for(params, rows);
@@ -267,7 +269,7 @@ Choice best_flat_tile(const LayerSpec &spec, int V, int registers) {
     Choice best;
     const int w = spec.out_w(), h = spec.out_h();
     for (int ty = 1; ty <= std::min(8, h); ++ty) {
-        for (int tv = 1; tv <= 4; ++tv) {
+        for (int tv : {1, 2, 4}) {  // flat_tile_vectors_supported
             for (int tr = 1; tr <= std::min(spec.c2, 12); ++tr) {
                 // Accumulators, the tile's input vectors (reused across its channels), one broadcast.
                 if (tv * tr + tv + 1 > registers) break;
@@ -285,7 +287,7 @@ Choice best_flat_tile(const LayerSpec &spec, int V, int registers) {
 
 }  // namespace
 
-ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool split_wide_fma) {
+ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool split_wide_fma, TemplateFamily family) {
     ScheduleParams p;
     p.vector_width = vector_widths(isa).front();
     // Vector registers: 16 on AVX2 and SSE, 32 on AVX-512 and NEON. A tile of tv vectors x tr rows
@@ -358,7 +360,8 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
         // (0.84-0.91x), nor 24 channels of 7x7 (0.71x: a vector and a half of channels).
         const bool short_rows = spec.kind == LayerKind::Conv && spec.k > 1 && spec.out_w() < 3 * V && channel_extent % V == 0;
         const double channel_margin = spec.kind == LayerKind::Conv && (spec.s > 1 || short_rows) ? 1.0 : 1.5;
-        const bool channels = along_c.score > channel_margin * along_x.score;
+        bool channels = along_c.score > channel_margin * along_x.score;
+        if (family != TemplateFamily::Heuristic) channels = family == TemplateFamily::AlongChannels && along_c.score > 0;
         p.vectorize_channels = channels ? 1 : 0;
         p.tile_vectors = channels ? along_c.tv : along_x.tv;
         p.tile_rows = channels ? along_c.tr : along_x.tr;
@@ -373,8 +376,12 @@ ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool spl
         // channels: 1.10x and 0.95x (5 and 7 rounds: 7 tasks of 4 rows on 2 threads). The tuner
         // measures it instead.
         const bool rows_waste_lanes = spec.out_w() % V != 0 && spec.out_w() > 2 * V;
-        const Choice flat = flat_rows_supported(spec) && rows_waste_lanes && !grouped_conv ? best_flat_tile(spec, V, registers) : Choice{};
-        if (!channels && flat.score > along_x.score + 1e-9) {
+        const bool flat_family = family == TemplateFamily::FlatRows && flat_rows_supported(spec);
+        const Choice flat = (flat_rows_supported(spec) && rows_waste_lanes && !grouped_conv) || flat_family
+                                ? best_flat_tile(spec, V, registers)
+                                : Choice{};
+        const bool flat_wins = family == TemplateFamily::Heuristic ? flat.score > along_x.score + 1e-9 : flat_family;
+        if (!channels && flat_wins && flat.score > 0) {
             p.flat_rows = 1;
             p.tile_vectors = flat.tv;
             p.tile_rows = flat.tr;

@@ -118,6 +118,13 @@ bool channel_vectorization_supported(const LayerSpec &spec, int vector_width);
 // pointwise, or a 1x1 stride-1 unpadded conv, dense or grouped).
 bool flat_rows_supported(const LayerSpec &spec);
 
+// Flat rows' register tiles of 1, 2 or 4 vectors. A flat tile is one vector of tile_vectors * V
+// lanes (see tile_flat_rows), and LLVM splits one of 3 x 16 lanes into single-element inserts:
+// the reduction loop of a 3-vector x 8-channel tile had 800 instructions for 24 FMAs
+// (shufflenet_g3's shape 0.50 ms against 0.30 with 1 vector; mbv1_b6's 1.26-1.33 ms against 1.14
+// with 2). The heuristic and the tuner propose only these; an explicit schedule may still ask.
+bool flat_tile_vectors_supported(int tile_vectors);
+
 // Flat rows of a 1x1 conv (stride 1, unpadded: its input rows are the operand rows) that read the
 // input where it is instead of staging a copy per task: the row tiles' runs are whole register
 // tiles and the tasks whole row tiles, so no tile reads past the image (a RoundUp run that did
@@ -198,6 +205,14 @@ ScheduleParams adapt_to_spec(ScheduleParams p, const LayerSpec &spec);
 // `split_wide_fma`: the CPU runs AVX-512 FMAs as two 256-bit halves, so 8-lane vectors are as
 // fast as 16-lane ones and the heuristic may take either (host_heuristic_schedule passes
 // HostCpu::splits_wide_fma).
-ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool split_wide_fma = false);
+//
+// `family` other than Heuristic takes the heuristic's parameters within one NCHW template family
+// instead of the one its scores pick (the tuner seeds its search with each: resnet_3x3's record is
+// along channels, three mutations away from the heuristic's rows along x). A family the spec does
+// not support (channel vectors of a grouped conv whose groups are not whole vectors, flat rows of
+// a 3x3 conv) gives rows along x; NHWC layers have one family.
+enum class TemplateFamily { Heuristic, AlongX, FlatRows, AlongChannels };
+ScheduleParams heuristic_schedule(const LayerSpec &spec, IsaFamily isa, bool split_wide_fma = false,
+                                  TemplateFamily family = TemplateFamily::Heuristic);
 
 }  // namespace convgen

@@ -178,7 +178,7 @@ ScheduleParams random_params(const ScheduleParams &base, const LayerSpec &spec, 
     const bool grouped_nchw = spec.kind == LayerKind::Conv && spec.g > 1 && spec.layout == Layout::NCHW;
     q.parallel_channels = grouped_nchw && !q.vectorize_channels ? uniform(0, 1) : 0;  // along x only
     q.depthwise_per_task = spec.kind == LayerKind::DepthwisePointwise ? uniform(0, 1) : 0;
-    q.flat_rows = rows_in_tile && flat_rows_supported(spec) ? uniform(0, 1) : 0;
+    q.flat_rows = rows_in_tile && flat_rows_supported(spec) && flat_tile_vectors_supported(q.tile_vectors) ? uniform(0, 1) : 0;
     q.channel_blocks = 1;
     if (channel_blocks_apply(spec, q)) q.channel_blocks = 1 << uniform(0, 2);
     q.stream_input = stream_applies(spec, q) ? uniform(0, 1) : 0;
@@ -242,6 +242,7 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         // A flat tile's rows add pixels, not accumulators: up to 8 rows (a 7x7 image in one run).
         if (q.tile_y < 1 || q.tile_y > (q.flat_rows ? 8 : 4) || (q.tile_y > 1 && !rows_in_tile)) return;
         if (q.flat_rows && !(rows_in_tile && flat_rows_supported(spec))) return;
+        if (q.flat_rows && !flat_tile_vectors_supported(q.tile_vectors)) return;
         if (q.channel_blocks < 1 || q.channel_blocks > 8 || (q.channel_blocks > 1 && !channel_blocks_apply(spec, q))) return;
         if (q.stream_input && !stream_applies(spec, q)) q.stream_input = 0;  // a knob the new template ignores
         if (q.transpose_store && !transpose_store_applies(spec, q)) q.transpose_store = 0;
@@ -377,7 +378,7 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
         // above seldom leads anywhere (from shufflenet_g3's record, 3 vectors x 5 channels, no run
         // of 8 rows or fewer is whole tiles of 48).
         if (!p.flat_rows) {
-            for (int tv = 1; tv <= 4; ++tv) {
+            for (int tv : {1, 2, 4}) {  // flat_tile_vectors_supported
                 ScheduleParams r = q;
                 r.tile_vectors = tv;
                 if (const auto run = whole_tile_run(r)) add(*run);
@@ -546,6 +547,14 @@ std::vector<LayerTuneResult> tune_suite(const std::vector<LayerSpec> &all_specs,
         // targets (fitted to this ISA), and Halide's autoschedulers. The texts are copied first:
         // storing a record replaces the database's record storage.
         compile_now(heuristic);
+        // The heuristic's choice within each other template family: a local search from the
+        // heuristic's family rarely crosses to another in a minute (each family reads tile_rows
+        // differently), and the best family differs by shape.
+        for (TemplateFamily family : {TemplateFamily::AlongX, TemplateFamily::FlatRows, TemplateFamily::AlongChannels}) {
+            if ((stop && *stop) || seconds_since(layer_start) > layer_budget) break;
+            const ScheduleParams q = adapt_to_spec(host_heuristic_schedule(spec, opt.isa, family), spec);
+            if (!seen.count(q.to_string())) compile_now(q);
+        }
         std::vector<std::string> earlier, other_targets;
         if (existing) earlier.push_back(existing->schedule);
         for (const ScheduleRecord &r : db.records()) {

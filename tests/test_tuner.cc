@@ -469,6 +469,37 @@ TEST(Tuner, MutationsStayInTheTemplateSpaceAndSplitRowsEvenly) {
         EXPECT_EQ(q.vectorize_channels, 0) << q.to_string();
 }
 
+// The heuristic within each template family (the tuner's extra seeds): the family asked for where
+// the spec supports it, rows along x where it does not; the heuristic itself is one of them.
+TEST(Tuner, HeuristicWithinEachTemplateFamily) {
+    const auto family = [](const char *text, TemplateFamily f) {
+        const LayerSpec spec = parse_layer_spec(text);
+        return adapt_to_spec(heuristic_schedule(spec, IsaFamily::AVX512, true, f), spec);
+    };
+    for (const char *text : {"conv c1=64 c2=64 h=56 w=56 k=3", "conv c1=240 c2=240 h=28 w=28 k=1 g=3",
+                             "dwconv c1=128 c2=256 h=28 w=28 k=3", "conv c1=96 c2=256 h=27 w=27 k=5 g=2"}) {
+        const LayerSpec spec = parse_layer_spec(text);
+        const ScheduleParams x = family(text, TemplateFamily::AlongX);
+        const ScheduleParams flat = family(text, TemplateFamily::FlatRows);
+        const ScheduleParams channels = family(text, TemplateFamily::AlongChannels);
+        EXPECT_EQ(x.vectorize_channels + x.flat_rows, 0) << text << " | " << x.to_string();
+        EXPECT_EQ(flat.flat_rows, flat_rows_supported(spec) ? 1 : 0) << text << " | " << flat.to_string();
+        EXPECT_EQ(flat.vectorize_channels, 0) << text << " | " << flat.to_string();
+        EXPECT_EQ(channels.vectorize_channels, 1) << text << " | " << channels.to_string();
+        EXPECT_EQ(channels.flat_rows, 0) << text << " | " << channels.to_string();
+        const std::string h = adapt_to_spec(heuristic_schedule(spec, IsaFamily::AVX512, true), spec).to_string();
+        EXPECT_TRUE(h == x.to_string() || h == flat.to_string() || h == channels.to_string()) << text << " | " << h;
+        if (flat.flat_rows) {
+            EXPECT_LE(flat.tile_vectors * flat.tile_rows + flat.tile_vectors + 1, 32) << text << " | " << flat.to_string();
+        }
+    }
+    // A grouped conv whose groups are not whole vectors has no channel vectors: rows along x.
+    EXPECT_EQ(family("conv c1=128 c2=128 h=56 w=56 k=3 g=32", TemplateFamily::AlongChannels).vectorize_channels, 0);
+    // Flat rows of a grouped 1x1 conv keep a group's channels in one register tile.
+    const ScheduleParams g3 = family("conv c1=240 c2=240 h=28 w=28 k=1 g=3", TemplateFamily::FlatRows);
+    EXPECT_EQ(80 % g3.tile_rows, 0) << g3.to_string();
+}
+
 // NCHW dwconv rows that waste lanes along x (28 pixels = 3.5 vectors of 8) get flat pixel runs of
 // whole register tiles from the heuristic, in tasks of whole runs; rows of whole vectors stay
 // along x. From a flat schedule whose run is not whole tiles, the tuner proposes the shortest run
@@ -491,6 +522,22 @@ TEST(Tuner, FlatRunsAreWholeRegisterTiles) {
         }
     }
     EXPECT_TRUE(proposed);
+    // Flat tiles of 3 vectors (one 48-lane vector LLVM assembles element by element) are never
+    // proposed: not from 2 or 4 vectors, nor turning flat rows on from 3 vectors along x.
+    ScheduleParams along_x = one_row;
+    along_x.flat_rows = 0;
+    along_x.tile_vectors = 3;
+    ScheduleParams four = one_row;
+    four.tile_vectors = 4;
+    int flat_mutations = 0;
+    for (const ScheduleParams &base : {one_row, four, along_x}) {
+        for (const auto &q : schedule_mutations(base, rows28, IsaFamily::AVX2, 1)) {
+            if (!q.flat_rows) continue;
+            ++flat_mutations;
+            EXPECT_TRUE(flat_tile_vectors_supported(q.tile_vectors)) << q.to_string();
+        }
+    }
+    EXPECT_GT(flat_mutations, 10);
 }
 
 // The tuner proposes depthwise row tiles where the depthwise is computed for several rows at
