@@ -129,7 +129,8 @@ bool flat_tile_vectors_supported(int tile_vectors);
 // input where it is instead of staging a copy per task: the row tiles' runs are whole register
 // tiles and the tasks whole row tiles, so no tile reads past the image (a RoundUp run that did
 // read through the zero-padding select, and its loads became gathers: 10x slower). Staging was
-// 5% of shufflenet_g3's samples; its 1-thread record, interleaved against staging, Zen 4: 1.03x.
+// 5% of shufflenet_g3's samples; its 1-thread record, interleaved against the code before this and
+// the one-load grouped tile (dsl/algorithms.cc) together, Zen 4: 1.03x.
 bool flat_reads_input_in_place(const LayerSpec &spec, const ScheduleParams &params);
 
 // Whether channel_blocks splits the parallel tasks: convs along channels, and dwconv with

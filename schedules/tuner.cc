@@ -373,7 +373,7 @@ std::vector<ScheduleParams> schedule_mutations(const ScheduleParams &p, const La
             }
             return std::optional<ScheduleParams>();
         };
-        // Turned on: also the whole-tile run of a pixel tile of 1 to 4 vectors. A flat run that is
+        // Turned on: also the whole-tile run of a pixel tile of 1, 2 or 4 vectors. A flat run that is
         // not whole tiles is rarely better than rows along x, so from rows along x the plain toggle
         // above seldom leads anywhere (from shufflenet_g3's record, 3 vectors x 5 channels, no run
         // of 8 rows or fewer is whole tiles of 48).

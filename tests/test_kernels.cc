@@ -2,7 +2,9 @@
 // layouts x strides, odd shapes, explicit padding, batches, schedule variants and ISA families.
 #include <gtest/gtest.h>
 
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "codegen/jit.h"
@@ -163,8 +165,14 @@ std::vector<ScheduleCase> transpose_cases() {
 // task and streamed per channel (the two-channel ring of schedule_dwconv), along channels with
 // channel blocks and along x, flat rows, one or two rows a task. The first three faulted without
 // the ring (Halide 14's aligned load of an odd constant index); the others cover the same path.
+std::vector<ScheduleCase> parsed_cases(std::initializer_list<std::pair<const char *, const char *>> cases) {
+    std::vector<ScheduleCase> out;
+    for (const auto &c : cases) out.push_back({c.first, ScheduleParams::parse(c.second)});
+    return out;
+}
+
 std::vector<ScheduleCase> strided_depthwise_cases() {
-    const std::pair<const char *, const char *> cases[] = {
+    return parsed_cases({
         {"dwconv c1=16 c2=32 h=28 w=28 k=3 s=2 act=relu",
          "vec=8 tile_vectors=3 tile_rows=2 parallel_rows=1 channels=1 channel_tasks=0 dw_per_task=1 channel_blocks=4 stream=1"},
         {"dwconv c1=8 c2=32 h=56 w=56 k=3 s=2",
@@ -179,27 +187,21 @@ std::vector<ScheduleCase> strided_depthwise_cases() {
          "vec=16 tile_vectors=1 tile_rows=4 parallel_rows=2 channels=0 channel_tasks=0 dw_per_task=1 tile_y=2 flat=1 stream=1"},
         {"dwconv c1=8 c2=24 h=14 w=30 k=3 s=2 act=relu6",
          "vec=8 tile_vectors=2 tile_rows=3 parallel_rows=3 channels=0 channel_tasks=0 dw_per_task=0 stream=1"},
-    };
-    std::vector<ScheduleCase> out;
-    for (const auto &c : cases) out.push_back({c.first, ScheduleParams::parse(c.second)});
-    return out;
+    });
 }
 
 // Flat rows of 1x1 convs (flat_rows): the input read in place where the row tiles' runs are whole
 // register tiles and the tasks whole row tiles (flat_reads_input_in_place), staged otherwise;
 // grouped ones with tiles of 2 to 5 of a group's channels (one input load for all of them).
 std::vector<ScheduleCase> flat_input_cases() {
-    const std::pair<const char *, const char *> cases[] = {
+    return parsed_cases({
         {"conv c1=24 c2=40 h=8 w=12 k=1 g=2 act=relu", "vec=16 tile_vectors=1 tile_rows=4 parallel_rows=4 tile_y=4 flat=1"},
         {"conv c1=24 c2=40 h=8 w=12 k=1 g=2 act=relu", "vec=8 tile_vectors=3 tile_rows=5 parallel_rows=2 tile_y=2 flat=1"},
         {"conv n=2 c1=10 c2=12 h=6 w=8 k=1 act=silu", "vec=16 tile_vectors=1 tile_rows=3 parallel_rows=6 tile_y=2 flat=1"},
         {"conv c1=24 c2=40 h=8 w=12 k=1 g=2 act=relu", "vec=8 tile_vectors=2 tile_rows=5 parallel_rows=2 tile_y=2 flat=1"},
         {"conv c1=24 c2=40 h=7 w=12 k=1 g=2", "vec=16 tile_vectors=1 tile_rows=4 parallel_rows=4 tile_y=4 flat=1"},
         {"conv c1=9 c2=12 h=8 w=12 k=1 g=3 act=leaky", "vec=8 tile_vectors=1 tile_rows=2 parallel_rows=4 tile_y=3 flat=1"},
-    };
-    std::vector<ScheduleCase> out;
-    for (const auto &c : cases) out.push_back({c.first, ScheduleParams::parse(c.second)});
-    return out;
+    });
 }
 
 std::vector<ScheduleCase> schedule_cases() {
@@ -497,6 +499,14 @@ TEST(KernelScheduleVariantsCases, TransposeCasesRunTheTransposedStore) {
     }
 }
 
+// A case's parameters as the kernel compiles them, checked to be the case's own (adapt_to_spec drops
+// knobs that do not apply, so a case that lost one would not test it).
+ScheduleParams adapted_unchanged(const ScheduleCase &c, const LayerSpec &spec) {
+    const ScheduleParams p = adapt_to_spec(c.params, spec);
+    EXPECT_EQ(p.to_string(), c.params.to_string()) << c.spec;
+    return p;
+}
+
 // The strided depthwise cases above really read the padded rows strided, per task and streamed
 // (all but the last), as the tuned records of mbv1_b2 and mbv1_b4 do.
 TEST(KernelScheduleVariantsCases, StridedDepthwiseCasesReadThePaddedRowsStrided) {
@@ -504,8 +514,7 @@ TEST(KernelScheduleVariantsCases, StridedDepthwiseCasesReadThePaddedRowsStrided)
     ASSERT_EQ(cases.size(), 7u);
     for (size_t i = 0; i < cases.size(); ++i) {
         const LayerSpec spec = parse_layer_spec(cases[i].spec);
-        const ScheduleParams p = adapt_to_spec(cases[i].params, spec);
-        EXPECT_EQ(p.to_string(), cases[i].params.to_string()) << cases[i].spec;
+        const ScheduleParams p = adapted_unchanged(cases[i], spec);
         EXPECT_TRUE(reads_padded_rows_strided(spec, p)) << cases[i].spec << " | " << p.to_string();
         EXPECT_EQ(p.depthwise_per_task == 1 && stream_applies(spec, p) && p.stream_input == 1, i + 1 < cases.size())
             << cases[i].spec << " | " << p.to_string();
@@ -519,8 +528,7 @@ TEST(KernelScheduleVariantsCases, FlatCasesReadTheInputInPlaceWhereTheTilesDivid
     ASSERT_EQ(cases.size(), 6u);
     for (size_t i = 0; i < cases.size(); ++i) {
         const LayerSpec spec = parse_layer_spec(cases[i].spec);
-        const ScheduleParams p = adapt_to_spec(cases[i].params, spec);
-        EXPECT_EQ(p.to_string(), cases[i].params.to_string()) << cases[i].spec;
+        const ScheduleParams p = adapted_unchanged(cases[i], spec);
         EXPECT_TRUE(flat_rows_supported(spec)) << cases[i].spec;
         EXPECT_EQ(flat_reads_input_in_place(spec, p), i < 3) << cases[i].spec << " | " << p.to_string();
     }
