@@ -161,16 +161,17 @@ std::vector<ScheduleCase> transpose_cases() {
     return cases;
 }
 
-// Strided NCHW dwconvs whose depthwise stage reads the zero-padded rows with strided loads, per
-// task and streamed per channel (the two-channel ring of schedule_dwconv), along channels with
-// channel blocks and along x, flat rows, one or two rows a task. The first three faulted without
-// the ring (Halide 14's aligned load of an odd constant index); the others cover the same path.
+// Cases written as (spec, schedule text) pairs.
 std::vector<ScheduleCase> parsed_cases(std::initializer_list<std::pair<const char *, const char *>> cases) {
     std::vector<ScheduleCase> out;
     for (const auto &c : cases) out.push_back({c.first, ScheduleParams::parse(c.second)});
     return out;
 }
 
+// Strided NCHW dwconvs whose depthwise stage reads the zero-padded rows with strided loads, per
+// task and streamed per channel (the two-channel ring of schedule_dwconv), along channels with
+// channel blocks and along x, flat rows, one or two rows a task. The first three faulted without
+// the ring (Halide 14's aligned load of an odd constant index); the others cover the same path.
 std::vector<ScheduleCase> strided_depthwise_cases() {
     return parsed_cases({
         {"dwconv c1=16 c2=32 h=28 w=28 k=3 s=2 act=relu",
